@@ -1,0 +1,60 @@
+"""Run a model over a dataset through the shared preprocessing and decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from edgeopt.data.dataset import DetectionDataset, load_image
+from edgeopt.data.letterbox import Letterbox, letterbox_image
+from edgeopt.models.decode import DecoderConfig, Detections, decode
+
+# decoder settings for mAP: keep low-score boxes so the precision-recall curve is complete
+EVAL_DECODER = DecoderConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=300, multi_label=True)
+
+
+def letterboxed(dataset: DetectionDataset, size: int) -> Iterator[tuple[np.ndarray, Letterbox]]:
+    """Each image of ``dataset`` as a letterboxed RGB uint8 HWC array with its mapping."""
+    for sample in dataset.samples:
+        yield letterbox_image(load_image(sample.image), size)
+
+
+def predict(
+    infer: Callable[[np.ndarray], np.ndarray], dataset: DetectionDataset, size: int,
+    decoder: DecoderConfig = EVAL_DECODER, batch: int = 1, progress: Callable[[int], None] | None = None,
+) -> list[Detections]:
+    """Detections in original-image pixels for every sample; ``infer`` maps float NCHW [0,1] to the output."""
+    results: list[Detections] = []
+    pending: list[tuple[np.ndarray, Letterbox]] = []
+
+    def flush() -> None:
+        x = np.stack([hwc for hwc, _ in pending]).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        out = infer(x)
+        for i, (_, lb) in enumerate(pending):
+            det = decode(out[i : i + 1], size, decoder)
+            results.append(Detections(lb.to_original(det.boxes), det.scores, det.classes))
+            if progress:
+                progress(1)
+        pending.clear()
+
+    for item in letterboxed(dataset, size):
+        pending.append(item)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    return results
+
+
+def torch_infer(model) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a torch detector (eval mode, no grad) as a numpy ``infer`` function."""
+    import torch
+
+    model.eval()
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    return infer

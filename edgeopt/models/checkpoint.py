@@ -1,0 +1,57 @@
+"""Saving and loading detectors as (architecture config + state_dict), always loadable with weights_only=True."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from edgeopt.errors import ModelError
+from edgeopt.models.reference import ReferenceConfig, ReferenceDetector
+
+FORMAT = "edgeopt.reference/1"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "reference.pt"
+
+
+def load_checkpoint_dict(path: str | Path) -> dict:
+    """``torch.load(path, weights_only=True)`` with clear errors for a missing, corrupt or pickled-code file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"{path} needs arbitrary code to load (a full pickle), refused: {str(exc).splitlines()[0]}",
+                         hint="edgeopt loads plain state_dicts; re-save the weights as a state_dict") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} does not hold a dict (found {type(data).__name__})")
+    return data
+
+
+def save_detector(model: ReferenceDetector, path: str | Path) -> Path:
+    """Write ``{"format", "config", "state_dict"}`` atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"format": FORMAT, "config": model.config.to_dict(), "state_dict": state}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_detector(path: str | Path | None = None) -> ReferenceDetector:
+    """Rebuild a reference detector from a saved file (the committed default weights when ``path`` is None)."""
+    path = Path(path) if path else DEFAULT_WEIGHTS
+    data = load_checkpoint_dict(path)
+    if data.get("format") != FORMAT:
+        raise ModelError(f"{path} is not an edgeopt reference-detector file (format {data.get('format')!r}, "
+                         f"expected {FORMAT!r})")
+    model = ReferenceDetector(ReferenceConfig.from_dict(data["config"]))
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not match the architecture: {str(exc).splitlines()[0]}") from None
+    return model.eval()
