@@ -1,0 +1,128 @@
+"""The ``edgeopt`` command line: a thin typer app over the Python API.
+
+Heavy modules (torch, runtimes) are imported inside the commands so ``edgeopt --help`` stays fast. User
+mistakes (``EdgeoptError``) are printed in a line or two without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgeopt.errors import ConfigError, EdgeoptError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compress, export, verify and benchmark object detectors for edge devices.")
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the synthetic reference dataset.")
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Output directory (YOLO layout + data.yaml).")],
+    train: Annotated[int, typer.Option(help="Number of training images.")] = 4000,
+    val: Annotated[int, typer.Option(help="Number of validation images.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives a byte-identical dataset.")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes (does not change the output).")] = 2,
+) -> None:
+    """Generate the synthetic detection dataset (6 shape classes, clutter, occlusion, blur, JPEG)."""
+    from edgeopt.data.synthetic import generate
+
+    if train < 0 or val < 0 or train + val == 0:
+        raise ConfigError(f"--train and --val must be >= 0 and not both 0 (got {train}, {val})")
+    path = generate(out, train, val, seed=seed, workers=workers, progress=True)
+    console.print(f"wrote {train} train + {val} val images; dataset file: {path}")
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Option(help="YOLO dataset: data.yaml or its directory.")],
+    out: Annotated[Path, typer.Option(help="Directory for last.pt (resumable) and best.pt.")] = Path("runs/train"),
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(help="Peak AdamW learning rate.")] = 2e-3,
+    input_size: Annotated[int, typer.Option(help="Square input size (multiple of 32).")] = 320,
+    val_every: Annotated[int, typer.Option(help="Evaluate mAP every N epochs.")] = 2,
+    val_images: Annotated[int, typer.Option(help="Validation images used during training.")] = 200,
+    seed: int = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt.")] = False,
+    bf16: Annotated[bool, typer.Option(help="bfloat16 autocast (faster on recent x86 CPUs).")] = True,
+) -> None:
+    """Train the reference detector on a YOLO-format dataset (CPU)."""
+    if input_size % 32:
+        raise ConfigError(f"--input-size must be a multiple of 32, got {input_size}")
+    from edgeopt.models.train import TrainConfig, train
+
+    result = train(TrainConfig(data=data, out=out, epochs=epochs, batch=batch, lr=lr, input_size=input_size,
+                               val_every=val_every, val_images=val_images, seed=seed, resume=resume, bf16=bf16))
+    console.print(f"best mAP50-95 {result['best_map50_95']:.4f}; weights: {out / 'best.pt'}")
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Annotated[Path, typer.Option(help="YOLO dataset (data.yaml or directory) or COCO json.")],
+    model: Annotated[str, typer.Option(help="'reference' (the embedded weights) or a weights file.")] = "reference",
+    split: Annotated[str, typer.Option(help="Dataset split for YOLO datasets.")] = "val",
+    images: Annotated[Path | None, typer.Option(help="Image directory for a COCO json.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N images only.")] = None,
+    backend: Annotated[str, typer.Option(help="faster (faster-coco-eval) or pycocotools.")] = "faster",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON here.")] = None,
+) -> None:
+    """COCO mAP50-95 / mAP50 / per-class AP of a detector on a labelled dataset."""
+    from edgeopt.data.load import read_dataset
+    from edgeopt.eval.coco_map import coco_map
+    from edgeopt.eval.predict import predict, torch_infer
+    from edgeopt.models.checkpoint import load_detector
+
+    if backend not in ("faster", "pycocotools"):
+        raise ConfigError(f"--backend must be 'faster' or 'pycocotools', got {backend!r}")
+    detector = load_detector(None if model == "reference" else Path(model))
+    dataset = read_dataset(data, split=split, images=images).subset(limit)
+    if not dataset.labelled:
+        raise EdgeoptError(f"the dataset {dataset.source} has no labels", hint="mAP needs labelled images")
+    size = detector.config.input_size
+    detections = predict(torch_infer(detector), dataset, size, batch=16)
+    metrics = coco_map(dataset, detections, backend=backend)
+    table = Table(title=f"{model} on {dataset.source} ({len(dataset)} images)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("mAP50-95", f"{metrics['map50_95']:.4f}")
+    table.add_row("mAP50", f"{metrics['map50']:.4f}")
+    for name, ap in metrics["per_class"].items():
+        table.add_row(f"AP50-95 {name}", f"{ap:.4f}")
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps({"model": model, "data": dataset.source, "images": len(dataset), **metrics},
+                                       indent=2))
+
+
+def main() -> None:
+    """Entry point: run the app; user errors become one or two lines and a non-zero exit code."""
+    try:
+        app(standalone_mode=False)
+    except EdgeoptError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        if exc.hint:
+            err_console.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
