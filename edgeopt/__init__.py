@@ -1,0 +1,49 @@
+"""edgeopt: compress, export, verify and benchmark object detectors for edge devices.
+
+The public API is small and lazy: ``import edgeopt`` loads neither torch nor any runtime.
+
+    >>> import edgeopt
+    >>> config = edgeopt.load_config("configs/default.yaml")
+    >>> result = edgeopt.run(config)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgeopt.errors import (
+    ConfigError,
+    DataError,
+    DependencyError,
+    DeviceError,
+    EdgeoptError,
+    ExportError,
+    ModelError,
+    ParityError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from edgeopt.config.schema import PipelineConfig
+    from edgeopt.core.pipeline import RunResult
+
+
+def load_config(path: str, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML (``overrides`` as ``a.b=value`` strings)."""
+    from edgeopt.config.load import load_config as _load
+
+    return _load(path, overrides)
+
+
+def run(config: PipelineConfig | str, use_cache: bool = True, **kwargs: Any) -> RunResult:
+    """Run a pipeline config (object or YAML path) and return its results."""
+    from edgeopt.core.pipeline import run_pipeline
+
+    if isinstance(config, str):
+        config = load_config(config)
+    return run_pipeline(config, use_cache=use_cache, **kwargs)
+
+
+__all__ = ["ConfigError", "DataError", "DependencyError", "DeviceError", "EdgeoptError", "ExportError",
+           "ModelError", "ParityError", "load_config", "run", "__version__"]

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -22,8 +21,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compress, export, verify and benchmark object detectors for edge devices.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the synthetic reference dataset.")
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
+# wide tables when piped to a file or CI log (rich would default to 80 columns there)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 @data_app.command("synth")
@@ -105,22 +105,63 @@ def eval_cmd(
                                        indent=2))
 
 
+@app.command("validate")
+def validate_cmd(
+    config: Annotated[Path, typer.Argument(help="Pipeline config YAML.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")] = None,
+) -> None:
+    """Check a config without running it."""
+    from edgeopt.config.load import load_config
+
+    cfg = load_config(config, set_ or [])
+    targets = ", ".join(f"{t.name} ({'/'.join(t.precisions)})" for t in cfg.targets)
+    console.print(f"{config}: valid; stages {' -> '.join(cfg.stages)}; targets {targets}")
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON schema of the pipeline config."""
+    from edgeopt.config.load import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Argument(help="Pipeline config YAML.")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (overrides 'output').")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every stage.")] = False,
+) -> None:
+    """Run a pipeline: calibrate -> quantize -> export (+ parity) -> benchmark -> report."""
+    from edgeopt.config.load import load_config
+    from edgeopt.core.pipeline import run_pipeline
+    from edgeopt.report.results import results_table
+
+    overrides = list(set_ or []) + ([f"output={out}"] if out else [])
+    cfg = load_config(config, overrides)
+    result = run_pipeline(cfg, use_cache=not no_cache, console=err_console)
+    console.print(results_table(result.records, f"edgeopt run '{cfg.name}' on {result.run_info['device']['name']}"
+                                f" ({result.run_info['threads']} thread(s))"))
+    console.print(f"results: {result.output / 'results.json'}  report: {result.output / 'report.md'}  "
+                  f"cache: {len(result.cache_hits)} reused, {len(result.cache_misses)} computed")
+    if result.failed:
+        err_console.print(f"[bold red]{len(result.failed)} artifact(s) failed[/]: "
+                          + ", ".join(f"{r['target']} {r['precision']}" for r in result.failed))
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: run the app; user errors become one or two lines and a non-zero exit code."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: typer handles usage errors (exit 2), --help and Ctrl-C itself
     except EdgeoptError as exc:
         err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         if exc.hint:
             err_console.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err_console.print("interrupted")
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished stages are cached and the next run resumes from them")
         sys.exit(130)
 
 

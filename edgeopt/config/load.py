@@ -1,0 +1,118 @@
+"""YAML loading, ``--set`` overrides and readable validation errors (key path, what was found, did-you-mean)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edgeopt.config.schema import PipelineConfig
+from edgeopt.errors import ConfigError, did_you_mean
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
+    """Field names of the config section at ``path`` (for did-you-mean on an unknown key)."""
+    current: Any = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        annotation = current.model_fields[part].annotation
+        current = _model_in(annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside ``X``, ``X | None`` or ``list[X]`` annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    """Turn pydantic's errors into one ConfigError that names each key and suggests a fix."""
+    lines, hint = [], None
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            suggestion = did_you_mean(str(loc[-1]), _fields_at(PipelineConfig, loc[:-1]))
+            lines.append(f"unknown key '{key}'" + (f" ({suggestion})" if suggestion else ""))
+            hint = hint or suggestion
+        elif err["type"] == "missing":
+            lines.append(f"missing key '{key}'")
+        else:
+            found = err.get("input")
+            shown = json.dumps(found) if isinstance(found, (str, int, float, bool, type(None))) else type(found).__name__
+            lines.append(f"'{key}': {err['msg']} (found {shown})")
+    return ConfigError(f"invalid config {source}: " + "; ".join(lines), hint=hint or "see `edgeopt schema`")
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value is read as YAML (numbers, booleans, lists), safely."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (list items by index: ``targets.0.precisions=[fp32]``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}", hint="e.g. --set benchmark.runs=100")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = data
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                node = node[_index(part, node, key)]
+            else:
+                node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(last, node, key)] = _parse_value(value)
+        elif isinstance(node, dict):
+            node[last] = _parse_value(value)
+        else:
+            raise ConfigError(f"--set {key}: '{'.'.join(parts[:-1])}' is not a section")
+    return data
+
+
+def _index(part: str, node: list, key: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {key}: '{part}' is not an index of a list of {len(node)} items")
+    return int(part)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read, override and validate a pipeline config; every problem is a ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, found {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, str(path)) from None
+
+
+def json_schema() -> dict:
+    """The JSON schema of the pipeline config (``edgeopt schema``)."""
+    return PipelineConfig.model_json_schema()

@@ -1,0 +1,150 @@
+"""The pipeline configuration as pydantic v2 models (``extra="forbid"``: a typo is an error, not a no-op)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STAGES = ("calibrate", "quantize", "prune", "export", "benchmark")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(Strict):
+    """Where the detector comes from."""
+
+    source: str = Field("reference", description="'reference' (the embedded detector) or a path to edgeopt weights (.pt)")
+    input_size: int = Field(320, ge=32, le=2048, description="Square model input side in pixels (multiple of 32)")
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32 (the largest stride), got {v}")
+        return v
+
+
+class DatasetConfig(Strict):
+    """A dataset: a YOLO data.yaml (or its directory), a COCO json, an image folder, or ``synthetic``."""
+
+    path: str = Field(description="Dataset path, or 'synthetic' for the generated reference dataset")
+    split: str = Field("val", description="Split of a YOLO dataset")
+    images: int | None = Field(None, ge=1, description="Use only the first N images")
+    seed: int = Field(1000, description="Seed of a synthetic dataset (differs from the training seed 0)")
+    images_dir: str | None = Field(None, description="Image directory for a COCO json")
+
+
+class DataConfig(Strict):
+    """Calibration images (labels not needed) and the labelled validation set for mAP."""
+
+    calibration: DatasetConfig
+    validation: DatasetConfig | None = None
+
+
+class CalibrateConfig(Strict):
+    """The calibration set, stored once and shared by every target's quantizer."""
+
+    images: int = Field(64, ge=1, le=10000, description="Number of calibration images")
+    parity_images: int = Field(8, ge=1, le=1000, description="Held-out validation images for parity checks")
+
+
+class QuantizeConfig(Strict):
+    """The INT8 plan, realised by each target's own quantizer at export."""
+
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    percentile: float = Field(99.999, gt=90, le=100, description="For method: percentile")
+    per_channel: bool = True
+    keep_head_float: bool = Field(True, description="Keep the final head convolutions and the decode in float")
+    keep_float: list[str] = Field(default_factory=list, description="Extra ONNX node-name regexes to keep in float")
+
+
+class TargetConfig(Strict):
+    """One runtime and the precisions to export for it."""
+
+    name: str
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32"])
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Target-specific options")
+
+    @field_validator("name")
+    @classmethod
+    def _known_target(cls, v: str) -> str:
+        from edgeopt.errors import did_you_mean
+        from edgeopt.targets import TARGETS
+
+        if v not in TARGETS:
+            suggestion = did_you_mean(v, TARGETS)
+            raise ValueError(f"unknown target '{v}'" + (f" ({suggestion})" if suggestion else "")
+                             + f"; targets are {', '.join(TARGETS)}")
+        return v
+
+    @field_validator("precisions")
+    @classmethod
+    def _non_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one precision")
+        return list(dict.fromkeys(v))
+
+
+class ParityConfig(Strict):
+    """Tolerances of the parity gate, per precision: minimum output cosine and decoded-box agreement."""
+
+    min_cosine: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98})
+    min_box_agreement: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.98, "fp16": 0.95, "int8": 0.75})
+    max_abs: dict[str, float] = Field(default_factory=lambda: {"fp32": 1e-3, "fp16": 2e-2, "int8": 1.0})
+
+
+class BenchmarkConfig(Strict):
+    """Latency and accuracy measurement."""
+
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(50, ge=50, description="Timed runs (at least 50)")
+    threads: int = Field(1, ge=1, le=256)
+    map: bool = Field(True, description="Compute mAP on the validation set through each runtime")
+
+
+class PipelineConfig(Strict):
+    """A whole edgeopt run."""
+
+    version: Literal[1] = 1
+    name: str = "run"
+    seed: int = 0
+    output: str = Field("runs/run", description="Run directory (results, artifacts, cache)")
+    stages: list[str] = Field(default_factory=lambda: ["calibrate", "quantize", "export", "benchmark"])
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    targets: list[TargetConfig]
+    device: str = Field("local", description="Device profile: a name in devices/ or a path to a profile YAML")
+    parity: ParityConfig = Field(default_factory=ParityConfig)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if s not in STAGES:
+                raise ValueError(f"unknown stage '{s}'; stages are {', '.join(STAGES)}")
+        order = [STAGES.index(s) for s in v]
+        if order != sorted(order) or len(set(v)) != len(v):
+            raise ValueError(f"stages must be unique and in the order {' -> '.join(STAGES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineConfig:
+        if not self.targets:
+            raise ValueError("list at least one target")
+        if "benchmark" in self.stages and self.benchmark.map and self.data.validation is None:
+            raise ValueError("benchmark.map needs data.validation (a labelled dataset)")
+        return self
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output)

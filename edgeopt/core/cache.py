@@ -1,0 +1,90 @@
+"""Content-addressed cache of stage outputs, written atomically.
+
+A stage's output lives in ``<root>/<stage>/<key>/`` where ``key`` hashes (stage, its config, its input keys,
+versions). The directory is built under a temporary name and renamed into place only when complete, with a
+``_done`` marker: an interrupted run leaves at most a temporary directory, which the next run deletes, and
+finished stages are reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+DONE = "_done"
+
+
+def stable_hash(*parts: Any, length: int = 16) -> str:
+    """A short sha256 of JSON-serialisable parts (dict keys sorted, so order of keys does not matter)."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Cache:
+    """Stage outputs under ``root``; ``enabled=False`` rebuilds every entry (``--no-cache``)."""
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root = Path(root)
+        self.enabled = enabled
+        self.hits: list[str] = []
+        self.misses: list[str] = []
+
+    def clean_partial(self) -> int:
+        """Delete temporary directories left by an interrupted run; returns how many."""
+        removed = 0
+        if self.root.is_dir():
+            for tmp in self.root.glob("*/.*.tmp-*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def lookup(self, stage: str, key: str) -> Path | None:
+        """The finished output directory, or None."""
+        final = self.path(stage, key)
+        return final if self.enabled and (final / DONE).is_file() else None
+
+    def build(self, stage: str, key: str, builder: Callable[[Path], None]) -> Path:
+        """Return the cached output, or run ``builder(tmp_dir)`` and move its result into place atomically."""
+        found = self.lookup(stage, key)
+        if found is not None:
+            self.hits.append(f"{stage}/{key}")
+            return found
+        self.misses.append(f"{stage}/{key}")
+        final = self.path(stage, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            builder(tmp)
+            (tmp / DONE).write_text("")
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,108 @@
+# ---- edgeopt bundle runner (needs numpy, Pillow and the runtime only) ----
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _manifest() -> dict:
+    return json.loads((HERE / "edgeopt.json").read_text())
+
+
+def _decoder(manifest: dict, score: float | None) -> DecoderConfig:
+    cfg = dict(manifest["output"]["decoder"])
+    if score is not None:
+        cfg["score_threshold"] = score
+    return DecoderConfig(**cfg)
+
+
+def _input(manifest: dict, hwc):
+    spec = manifest["input"]
+    x = to_tensor(hwc, spec["layout"], spec["dtype"])
+    if spec.get("quantized"):  # int8 input: raw pixels mapped by the input's scale/zero point
+        x = x.astype(spec["dtype"])
+    return x
+
+
+def detect(image_path: str, threads: int = 1, score: float | None = None) -> list[dict]:
+    """Detections for one image, in original-image pixels."""
+    manifest = _manifest()
+    run = load_session(HERE, manifest, threads)
+    with Image.open(image_path) as im:
+        hwc, lb = letterbox_image(im, manifest["input"]["size"])
+    out = run(_input(manifest, hwc))[0]
+    det = decode(out, manifest["input"]["size"], _decoder(manifest, score))
+    boxes = lb.to_original(det.boxes)
+    names = manifest["class_names"]
+    return [{"class": names[int(c)], "class_id": int(c), "score": round(float(s), 4),
+             "box": [round(float(v), 1) for v in b]} for b, s, c in zip(boxes, det.scores, det.classes)]
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process. VmHWM resets at exec (ru_maxrss may carry the parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bench(threads: int, warmup: int, runs: int, image: str | None) -> dict:
+    """Latency over ``runs`` timed runs after ``warmup``, and the process's peak RSS."""
+    manifest = _manifest()
+    rss_before = peak_rss_mb()
+    run = load_session(HERE, manifest, threads)
+    size = manifest["input"]["size"]
+    if image:
+        with Image.open(image) as im:
+            hwc, _ = letterbox_image(im, size)
+    else:
+        hwc = np.full((size, size, 3), 114, np.uint8)
+    x = _input(manifest, hwc)
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    t = np.asarray(times)
+    return {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
+            "latency_ms_min": float(t.min()), "latency_ms_mean": float(t.mean()), "runs": runs, "warmup": warmup,
+            "threads": threads, "peak_rss_mb": peak_rss_mb(),
+            "rss_before_load_mb": rss_before}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run this edgeopt bundle: detections for an image, or a benchmark.")
+    parser.add_argument("image", nargs="?", help="image file to detect objects in")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--score", type=float, default=None, help="score threshold (default from edgeopt.json)")
+    parser.add_argument("--json", action="store_true", help="print detections as JSON")
+    parser.add_argument("--bench", action="store_true", help="measure latency and peak memory, print JSON")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args(argv)
+    if args.bench:
+        print(json.dumps(bench(args.threads, args.warmup, args.runs, args.image)))
+        return 0
+    if not args.image:
+        parser.error("give an image (or --bench)")
+    dets = detect(args.image, args.threads, args.score)
+    if args.json:
+        print(json.dumps(dets))
+    else:
+        for d in dets:
+            print(f"{d['class']:>12s} {d['score']:.3f}  box {d['box']}")
+        print(f"{len(dets)} detections")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

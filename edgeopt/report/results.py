@@ -1,0 +1,99 @@
+"""Results of a run: ``results.json``, ``results.csv``, ``report.md`` with a latency-vs-mAP plot, and a rich table."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from edgeopt.core.cache import write_json_atomic
+
+COLUMNS = ("target", "precision", "device", "status", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
+           "threads", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop", "parity_max_abs",
+           "parity_cosine", "parity_box_agreement", "reason", "artifact")
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def results_table(records: list[dict[str, Any]], title: str) -> Table:
+    """The table printed at the end of a run."""
+    table = Table(title=title)
+    for name, justify in (("target", "left"), ("precision", "left"), ("status", "left"), ("median ms", "right"),
+                          ("p90 ms", "right"), ("size MB", "right"), ("RSS MB", "right"), ("mAP50-95", "right"),
+                          ("mAP50", "right"), ("drop (pt)", "right"), ("cosine", "right"), ("box agr.", "right")):
+        table.add_column(name, justify=justify)
+    for r in records:
+        status = {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(r["status"], r["status"])
+        drop = r.get("map50_95_drop")
+        table.add_row(r["target"], r["precision"], status, _fmt(r.get("latency_ms_median")),
+                      _fmt(r.get("latency_ms_p90")),
+                      _fmt(r["size_bytes"] / 1e6) if r.get("size_bytes") else "-", _fmt(r.get("peak_rss_mb"), 0),
+                      _fmt(r.get("map50_95"), 4), _fmt(r.get("map50"), 4),
+                      _fmt(drop * 100 if drop is not None else None), _fmt(r.get("parity_cosine"), 5),
+                      _fmt(r.get("parity_box_agreement"), 3))
+    return table
+
+
+def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records not beaten on both latency (lower) and mAP50-95 (higher) by another passed record."""
+    pts = [r for r in records if r["status"] in ("passed", "reference") and r.get("map50_95") is not None
+           and r.get("latency_ms_median") is not None]
+    return [r for r in pts if not any(o is not r and o["latency_ms_median"] <= r["latency_ms_median"]
+                                      and o["map50_95"] >= r["map50_95"]
+                                      and (o["latency_ms_median"], o["map50_95"]) != (r["latency_ms_median"], r["map50_95"])
+                                      for o in pts)]
+
+
+def _plot(records: list[dict[str, Any]], path: Path) -> bool:
+    pts = [r for r in records if r.get("map50_95") is not None and r.get("latency_ms_median") is not None]
+    if not pts:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = pareto_front(records)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in pts:
+        ax.scatter(r["latency_ms_median"], r["map50_95"], color="tab:red" if r["status"] == "failed" else "tab:blue")
+        ax.annotate(f"{r['target']} {r['precision']}", (r["latency_ms_median"], r["map50_95"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    if len(front) > 1:
+        front = sorted(front, key=lambda r: r["latency_ms_median"])
+        ax.plot([r["latency_ms_median"] for r in front], [r["map50_95"] for r in front], "--", color="grey")
+    ax.set_xlabel("median latency (ms)")
+    ax.set_ylabel("mAP50-95")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_results(out: Path, run_info: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Write results.json, results.csv, report.md and pareto.png into ``out``."""
+    write_json_atomic(out / "results.json", {"run": run_info, "records": records})
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    lines = [f"# edgeopt run `{run_info['name']}`", "", f"config hash `{run_info['config_hash']}`", "",
+             "## Device", ""]
+    lines += [f"- {k}: {v}" for k, v in run_info["device"].items()]
+    lines += ["", "## Results", "", "| " + " | ".join(COLUMNS[:-1]) + " |", "|" + "---|" * (len(COLUMNS) - 1)]
+    for r in records:
+        lines.append("| " + " | ".join(_fmt(r.get(c), 4) for c in COLUMNS[:-1]) + " |")
+    if _plot(records, out / "pareto.png"):
+        front = ", ".join(f"{r['target']} {r['precision']}" for r in pareto_front(records))
+        lines += ["", "## Latency vs accuracy", "", f"Pareto front: {front}", "", "![pareto](pareto.png)"]
+    lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in run_info["versions"].items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")

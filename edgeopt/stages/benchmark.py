@@ -1,0 +1,56 @@
+"""benchmark: latency and memory on the device, mAP on the validation set through the runtime itself."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.config.schema import BenchmarkConfig
+from edgeopt.eval.coco_map import coco_map
+from edgeopt.eval.predict import predict, torch_infer
+
+
+def bench_artifact(target, device, bundle: Path, manifest: dict, cfg: BenchmarkConfig, validation,
+                   out_dir: Path) -> dict[str, Any]:
+    """Latency/RSS via the bundle's runner on ``device``; mAP in-process through the same runner code."""
+    timing = device.bench(bundle, cfg.threads, cfg.warmup, cfg.runs)
+    record: dict[str, Any] = {**timing}
+    if cfg.map and validation is not None:
+        session = target.open(bundle, manifest, cfg.threads)
+        dets = predict(lambda x: session(x)[0], validation, manifest["input"]["size"])
+        metrics = coco_map(validation, dets)
+        record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
+    (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def bench_reference(detector, cfg: BenchmarkConfig, validation, out_dir: Path) -> dict[str, Any]:
+    """The PyTorch fp32 reference: mAP through the shared decoder and in-process latency at the same threads."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        infer = torch_infer(detector.module)
+        x = np.full((1, 3, detector.input_size, detector.input_size), 114 / 255.0, np.float32)
+        for _ in range(cfg.warmup):
+            infer(x)
+        times = []
+        for _ in range(cfg.runs):
+            t0 = time.perf_counter()
+            infer(x)
+            times.append((time.perf_counter() - t0) * 1000.0)
+        t = np.asarray(times)
+        record: dict[str, Any] = {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
+                                  "latency_ms_min": float(t.min()), "threads": cfg.threads, "runs": cfg.runs}
+        if validation is not None:
+            metrics = coco_map(validation, predict(infer, validation, detector.input_size, batch=8))
+            record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
+    finally:
+        torch.set_num_threads(previous)
+    (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
+    return record

@@ -1,0 +1,56 @@
+"""export: realise the quantization plan on the final graph with each runtime's own tools, and gate on parity.
+
+Each (target, precision) becomes a self-contained bundle directory. The bundle is checked against the PyTorch
+reference before it counts: a bundle outside the parity tolerance is kept in the cache for inspection but
+marked failed, and never copied to the run's ``artifacts/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from edgeopt.config.schema import ParityConfig
+from edgeopt.core.artifact import FORMAT, build_runner, write_manifest
+from edgeopt.data.letterbox import PAD_VALUE
+from edgeopt.eval.parity import parity
+from edgeopt.eval.predict import torch_infer
+
+
+def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any],
+                  parity_cfg: ParityConfig, lineage: dict[str, Any]) -> dict[str, Any]:
+    """Export, write ``run.py`` and the manifest, run the parity check; returns the manifest."""
+    details = target.export(detector, precision, plan, calib, out_dir, options)
+    (out_dir / "run.py").write_text(build_runner(target.runner))
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "target": target.name,
+        "precision": precision,
+        "model_files": details["model_files"],
+        "input": {"size": detector.input_size, "layout": "NCHW", "dtype": "float32", "color": "RGB",
+                  "scale": 1 / 255.0, "letterbox": {"keep_aspect": True, "center": True, "pad_value": PAD_VALUE},
+                  **details.get("input", {})},
+        "output": {"layout": "(1, 4 + C, N): cx, cy, w, h normalised by the input size, then class scores",
+                   "decoder": asdict(detector.decoder)},
+        "class_names": detector.class_names,
+        "quantization": details.get("quantization"),
+        "runtime": {"versions": target.versions()},
+        "lineage": lineage,
+    }
+    write_manifest(out_dir, manifest)
+    session = target.open(out_dir, manifest, threads=1)
+    figures = parity(torch_infer(detector.module), lambda x: session(x)[0], calib.float_images("parity"),
+                     detector.input_size)
+    tol = {"min_cosine": parity_cfg.min_cosine.get(precision, 0.0),
+           "min_box_agreement": parity_cfg.min_box_agreement.get(precision, 0.0),
+           "max_abs": parity_cfg.max_abs.get(precision, float("inf"))}
+    problems = []
+    if figures["cosine"] < tol["min_cosine"]:
+        problems.append(f"cosine {figures['cosine']:.5f} < {tol['min_cosine']}")
+    if figures["box_agreement"] < tol["min_box_agreement"]:
+        problems.append(f"box agreement {figures['box_agreement']:.3f} < {tol['min_box_agreement']}")
+    if figures["max_abs"] > tol["max_abs"]:
+        problems.append(f"max abs error {figures['max_abs']:.4g} > {tol['max_abs']}")
+    manifest["parity"] = {**figures, "tolerance": tol, "passed": not problems, "problems": problems}
+    return write_manifest(out_dir, manifest)

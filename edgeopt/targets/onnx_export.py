@@ -1,0 +1,64 @@
+"""Static-shape ONNX export of a torch detector and graph helpers shared by ONNX-based targets."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from edgeopt.errors import ExportError
+
+OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAME = "output"
+
+
+def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
+    """torch -> ONNX with a static 1x3xSxS input (legacy TorchScript exporter, opset 17), then onnxslim.
+
+    The legacy exporter is used because it honours opset 17 and static shapes exactly; both exporters fold
+    BatchNorm. onnxslim removes the shape arithmetic the tracer leaves (identical outputs).
+    """
+    import onnx
+    import torch
+
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(detector.module.eval(), (detector.example_input(),), buf, dynamo=False,
+                              opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              do_constant_folding=True)
+    except Exception as exc:  # torch raises many types; the user needs the message
+        raise ExportError(f"torch.onnx.export failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+    model = onnx.load_from_string(buf.getvalue())
+    if simplify:
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def head_tail_nodes(model) -> tuple[list[str], list[str]]:
+    """The final convolutions feeding the outputs and the decode nodes after them (names).
+
+    Walks back from each graph output, stopping at Conv nodes: these are the head's last convolutions, and
+    what lies between them and the outputs is box decode / sigmoid. Quantizing these zeroes confidences or
+    coarsens boxes, so the plan keeps them in float by default.
+    """
+    producer = {out: node for node in model.graph.node for out in node.output}
+    convs, decode, seen = [], [], set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type == "Conv":
+            convs.append(node.name)
+            continue
+        decode.append(node.name)
+        stack.extend(node.input)
+    return convs, decode
