@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeopt.errors import ConfigError, EdgeoptError
@@ -156,9 +157,9 @@ def main() -> None:
     try:
         app()  # standalone: typer handles usage errors (exit 2), --help and Ctrl-C itself
     except EdgeoptError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"  hint: {exc.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"  hint: {escape(exc.hint)}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished stages are cached and the next run resumes from them")

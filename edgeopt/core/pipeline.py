@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 import edgeopt
 from edgeopt.config.schema import PipelineConfig
@@ -146,7 +147,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
                             target, detector, precision, plan, calib, d, t.options, config.parity, lineage))
                 except ExportError as exc:
                     records.append({**base, "status": "failed", "reason": str(exc)})
-                    console.print(f"[red]export failed[/] {t.name} {precision}: {exc}")
+                    console.print(f"[red]export failed[/] {t.name} {precision}: {escape(str(exc))}")
                     continue
                 manifest = read_manifest(path)
                 bundles.append((t, target, path, manifest))
@@ -190,7 +191,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
         else:
             err = ParityError(f"{t.name} {manifest['precision']} failed parity: {record['reason']}",
                               hint="not shipped; see the manifest in " + str(path))
-            console.print(f"[bold red]error:[/] {err}")
+            console.print(f"[bold red]error:[/] {escape(str(err))}")
             stale = out / "artifacts" / f"{t.name}-{manifest['precision']}"
             shutil.rmtree(stale, ignore_errors=True)
         records.append(record)

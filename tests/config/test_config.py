@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from edgeopt.config.load import apply_overrides, json_schema, load_config
+from edgeopt.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.targets and cfg.stages
+
+
+def test_default_config_exists():
+    assert any(p.name == "default.yaml" for p in CONFIGS)
+
+
+def test_unknown_key_names_path_and_suggests(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text((CONFIGS[0]).read_text().replace("per_channel:", "per_chanel:"))
+    with pytest.raises(ConfigError, match=r"unknown key 'quantize.per_chanel' \(did you mean 'per_channel'\?\)"):
+        load_config(p)
+
+
+def test_overrides_types_and_lists():
+    data = {"benchmark": {"runs": 50}, "targets": [{"name": "onnxruntime", "precisions": ["fp32"]}]}
+    apply_overrides(data, ["benchmark.runs=100", "targets.0.precisions=[fp32, int8]", "seed=3"])
+    assert data == {"benchmark": {"runs": 100}, "targets": [{"name": "onnxruntime", "precisions": ["fp32", "int8"]}],
+                    "seed": 3}
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides(data, ["targets.5.name=x"])
+
+
+def test_stage_order_and_input_size_are_checked(tmp_path):
+    base = CONFIGS[0]
+    with pytest.raises(ConfigError, match="stages must be unique and in the order"):
+        load_config(base, ["stages=[export, calibrate]"])
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        load_config(base, ["model.input_size=300"])
+
+
+def test_schema_lists_sections():
+    schema = json_schema()
+    assert {"targets", "data", "benchmark", "quantize", "stages", "version"} <= set(schema["properties"])

@@ -1,0 +1,91 @@
+"""The pipeline end to end on the embedded detector (small settings): results, cache reuse, resume after kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import edgeopt
+from conftest import write_config
+from edgeopt.core.artifact import verify_bundle
+
+REQUIRED = {"target", "precision", "device", "latency_ms_median", "latency_ms_p90", "map50_95", "map50",
+            "map50_95_drop", "size_bytes", "parity_cosine", "parity_max_abs", "parity_box_agreement", "status",
+            "reason"}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    config = write_config(tmp)
+    return config, edgeopt.run(edgeopt.load_config(str(config)))
+
+
+def test_run_writes_results_and_bundles(first_run):
+    _, result = first_run
+    data = json.loads((result.output / "results.json").read_text())
+    rows = {(r["target"], r["precision"]): r for r in data["records"]}
+    assert set(rows) == {("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")}
+    for key in (("onnxruntime", "fp32"), ("onnxruntime", "int8")):
+        r = rows[key]
+        assert REQUIRED <= set(r), REQUIRED - set(r)
+        assert r["status"] == "passed", r["reason"]
+        assert verify_bundle(Path(r["artifact"])) == []
+    assert rows[("onnxruntime", "fp32")]["parity_cosine"] > 0.9999
+    assert abs(rows[("onnxruntime", "fp32")]["map50_95"] - rows[("torch", "fp32")]["map50_95"]) < 0.005
+    assert rows[("onnxruntime", "int8")]["size_bytes"] < 0.4 * rows[("onnxruntime", "fp32")]["size_bytes"]
+    info = data["run"]
+    assert info["device"]["cpu"] and info["device"]["cores"] and "onnxruntime" in info["versions"]
+    assert (result.output / "results.csv").read_text().startswith("target,precision")
+    assert "Pareto front" in (result.output / "report.md").read_text()
+
+
+def test_unchanged_rerun_is_all_cache(first_run):
+    config, _ = first_run
+    t0 = time.time()
+    again = edgeopt.run(edgeopt.load_config(str(config)))
+    assert again.cache_misses == []
+    assert time.time() - t0 < 15
+
+
+def test_changed_benchmark_reruns_only_benchmark(first_run):
+    config, _ = first_run
+    result = edgeopt.run(edgeopt.load_config(str(config), ["benchmark.warmup=3"]))
+    assert result.cache_misses and all(m.startswith("benchmark/") for m in result.cache_misses)
+
+
+def test_kill_during_export_leaves_no_partial_and_resumes(tmp_path):
+    config = write_config(tmp_path, targets=[{"name": "onnxruntime", "precisions": ["int8"]}],
+                          calibrate={"images": 64, "parity_images": 4},
+                          data={"calibration": {"path": "synthetic", "split": "train", "seed": 2001, "images": 64},
+                                "validation": {"path": "synthetic", "split": "val", "seed": 1000, "images": 24}})
+    proc = subprocess.Popen([sys.executable, "-m", "edgeopt.cli", "run", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=os.environ.copy())
+    export_dir = tmp_path / "run" / "cache" / "export"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(export_dir.glob(".*.tmp-*")):
+        assert proc.poll() is None, "run ended before export started"
+        time.sleep(0.05)
+    time.sleep(0.5)  # inside the export
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(export_dir.glob(".*.tmp-*")), "the kill did not land during export"
+    assert not (tmp_path / "run" / "artifacts").exists()
+    result = edgeopt.run(edgeopt.load_config(str(config)))
+    assert not any(m.startswith(("calibrate/", "quantize/")) for m in result.cache_misses)  # finished stages reused
+    assert not list(export_dir.glob(".*.tmp-*"))
+    row = [r for r in result.records if r["precision"] == "int8"][0]
+    assert row["status"] == "passed" and verify_bundle(Path(row["artifact"])) == []
+
+
+def test_import_is_lean():
+    code = ("import sys, edgeopt, edgeopt.config.load, edgeopt.targets; "
+            "print([m for m in ('torch', 'onnxruntime', 'onnx', 'openvino', 'tensorflow', 'ncnn', 'matplotlib') "
+            "if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

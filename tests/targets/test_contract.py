@@ -1,0 +1,115 @@
+"""The contract every target honours, run against each registered target whose runtime is installed:
+export -> load -> run -> parity within the configured tolerance, and a bundle whose run.py works on its own."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgeopt.config.schema import ParityConfig
+from edgeopt.core.artifact import verify_bundle
+from edgeopt.data.letterbox import letterbox_image
+from edgeopt.data.synthetic import CLASS_NAMES, render_image
+from edgeopt.errors import DependencyError
+from edgeopt.models.decode import DecoderConfig
+from edgeopt.models.detector import Detector
+from edgeopt.models.reference import ReferenceConfig, build_reference
+from edgeopt.stages.calibrate import CalibrationSet
+from edgeopt.stages.export import export_bundle
+from edgeopt.stages.quantize import QuantPlan
+from edgeopt.targets import TARGETS, get_target
+
+SIZE = 96
+# runs a script with edgeopt and torch made unimportable: a bundle must need only numpy, Pillow and its runtime
+NO_EDGEOPT = ("import runpy, sys; sys.modules.update(edgeopt=None, torch=None); "
+              "path = sys.argv[1]; sys.argv = sys.argv[1:]; runpy.run_path(path, run_name='__main__')")
+
+
+def _available(name):
+    target = get_target(name)
+    try:
+        target.check_available()
+    except DependencyError as exc:
+        return pytest.param(name, marks=pytest.mark.skip(reason=str(exc)))
+    return name
+
+
+CASES = [
+    pytest.param(name, precision, id=f"{name}-{precision}")
+    for name in TARGETS for precision in get_target(name).precisions
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_detector():
+    """A tiny reference-architecture detector with scores near 0.5, so decoded boxes exist to compare."""
+    torch.manual_seed(0)
+    cfg = ReferenceConfig(num_classes=len(CLASS_NAMES), input_size=SIZE, widths=(8, 16, 16, 32, 32),
+                          depths=(1, 1, 1, 1), neck=(16, 16, 32), head=16, class_names=CLASS_NAMES)
+    model = build_reference(cfg)
+    for head in model.heads:
+        torch.nn.init.normal_(head.cls[-1].bias, 0.0, 0.5)
+    # a few training-mode passes give BatchNorm realistic statistics
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(8, 3, SIZE, SIZE))
+    model.eval()
+    return Detector(model, SIZE, list(CLASS_NAMES), DecoderConfig(), source="tiny", key="tiny")
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    imgs = []
+    for i in range(20):
+        jpeg = render_image(5, "val", i)[0]
+        imgs.append(letterbox_image(Image.open(io.BytesIO(jpeg)), SIZE)[0])
+    arr = np.stack(imgs)
+    return CalibrationSet(arr[:16], arr[16:], {}, tmp_path_factory.mktemp("calib"))
+
+
+@pytest.mark.parametrize("name, precision", CASES)
+def test_export_load_run_parity(name, precision, tiny_detector, calib, tmp_path):
+    target = get_target(name)
+    try:
+        target.check_available()
+    except DependencyError as exc:
+        pytest.skip(str(exc))
+    manifest = export_bundle(target, tiny_detector, precision, QuantPlan(), calib, tmp_path, {}, ParityConfig(),
+                             {"test": True})
+    assert manifest["parity"]["passed"], manifest["parity"]["problems"]
+    assert manifest["parity"]["box_agreement"] > 0  # boxes were actually compared
+    assert verify_bundle(tmp_path) == []
+    run = target.open(tmp_path, manifest, threads=1)
+    x = calib.float_images("parity")[:1]
+    out = run(x)[0]
+    ref = tiny_detector.module(torch.from_numpy(x)).detach().numpy()
+    assert out.shape == ref.shape
+    tol = {"fp32": 1e-4, "fp16": 5e-3, "int8": 0.1}[precision]
+    assert np.abs(out - ref).mean() < tol
+
+
+@pytest.mark.parametrize("name", [_available(n) for n in TARGETS])
+def test_bundle_run_py_detects_in_a_subprocess(name, tiny_detector, calib, tmp_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    export_bundle(get_target(name), tiny_detector, "fp32", QuantPlan(), calib, bundle, {}, ParityConfig(), {})
+    image = tmp_path / "img.jpg"
+    image.write_bytes(render_image(9, "val", 0)[0])
+    proc = subprocess.run([sys.executable, "-c", NO_EDGEOPT, str(bundle / "run.py"), str(image), "--json",
+                           "--score", "0.3"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    dets = json.loads(proc.stdout)
+    assert dets and {"class", "score", "box"} <= set(dets[0])
+    w, h = Image.open(image).size
+    assert all(0 <= d["box"][0] <= d["box"][2] <= w and 0 <= d["box"][1] <= d["box"][3] <= h for d in dets)
+    bench = subprocess.run([sys.executable, "-c", NO_EDGEOPT, str(bundle / "run.py"), "--bench", "--runs", "50", "--warmup", "1"],
+                           capture_output=True, text=True, timeout=300)
+    stats = json.loads(bench.stdout)
+    assert stats["runs"] == 50 and 0 < stats["latency_ms_min"] <= stats["latency_ms_median"] <= stats["latency_ms_p90"]
+    assert 0 < stats["peak_rss_mb"] < 2000

@@ -1,0 +1,121 @@
+"""Bad input through the real CLI: a clear message, a non-zero exit, no traceback, nothing half-written."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import write_config
+
+ROOT = Path(__file__).parents[1]
+
+
+def edgeopt(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeopt.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=600)
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+def _edit(path: Path, fn) -> Path:
+    cfg = yaml.safe_load(path.read_text())
+    fn(cfg)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_unknown_key_with_did_you_mean(tmp_path):
+    cfg = _edit(write_config(tmp_path), lambda c: c["benchmark"].update(wramup=3))
+    proc = edgeopt("run", str(cfg))
+    assert_clean_failure(proc, "unknown key 'benchmark.wramup'", "did you mean 'warmup'")
+    assert proc.returncode == 2
+    assert not (tmp_path / "run").exists()
+
+
+def test_wrong_type(tmp_path):
+    cfg = _edit(write_config(tmp_path), lambda c: c["benchmark"].update(threads="many"))
+    assert_clean_failure(edgeopt("run", str(cfg)), "'benchmark.threads'", "valid integer")
+
+
+def test_unknown_target(tmp_path):
+    cfg = _edit(write_config(tmp_path), lambda c: c["targets"][0].update(name="onnxrt"))
+    assert_clean_failure(edgeopt("validate", str(cfg)), "unknown target 'onnxrt'")
+
+
+def test_missing_config_file(tmp_path):
+    assert_clean_failure(edgeopt("run", str(tmp_path / "nope.yaml")), "config file not found")
+
+
+def test_corrupt_model_file(tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"PK\x03\x04 definitely not a torch file")
+    cfg = _edit(write_config(tmp_path), lambda c: c["model"].update(source=str(bad)))
+    assert_clean_failure(edgeopt("run", str(cfg)), "not a readable PyTorch file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_non_image_in_calibration_folder(tmp_path):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    Image.new("RGB", (32, 32)).save(folder / "a.png")
+    (folder / "b.jpg").write_text("hello")
+    cfg = _edit(write_config(tmp_path), lambda c: c["data"].update(calibration={"path": str(folder)}))
+    assert_clean_failure(edgeopt("run", str(cfg)), "b.jpg")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_calibration_folder(tmp_path):
+    (tmp_path / "calib").mkdir()
+    cfg = _edit(write_config(tmp_path), lambda c: c["data"].update(calibration={"path": str(tmp_path / "calib")}))
+    assert_clean_failure(edgeopt("run", str(cfg)), "no images")
+
+
+def test_validation_set_without_labels(tmp_path):
+    folder = tmp_path / "val"
+    folder.mkdir()
+    Image.new("RGB", (32, 32)).save(folder / "a.png")
+    cfg = _edit(write_config(tmp_path), lambda c: c["data"].update(
+        validation={"path": str(folder)}))
+    assert_clean_failure(edgeopt("run", str(cfg)), "has no labels")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    cfg = write_config(tmp_path, output=str(blocker / "run"))
+    assert_clean_failure(edgeopt("run", str(cfg)), "cannot create the output directory")
+
+
+def test_missing_optional_runtime_names_the_extra(tmp_path):
+    # a stand-in package that fails to import, as when the extra is not installed
+    fake = tmp_path / "fake" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('onnxruntime is not installed')\n")
+    hider = tmp_path / "fake" / "sitecustomize.py"
+    hider.write_text("import importlib.util, sys\n_find = importlib.util.find_spec\n"
+                     "importlib.util.find_spec = lambda n, *a: None if n == 'onnxruntime' else _find(n, *a)\n")
+    cfg = write_config(tmp_path)
+    proc = edgeopt("run", str(cfg), env={"PYTHONPATH": f"{tmp_path / 'fake'}:{ROOT}"})
+    assert_clean_failure(proc, "'onnxruntime' is not installed", "pip install 'edgeopt[onnx]'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_override_and_bad_dataset_for_eval(tmp_path):
+    assert_clean_failure(edgeopt("validate", str(write_config(tmp_path)), "--set", "benchmark.runs"), "KEY=VALUE")
+    assert_clean_failure(edgeopt("eval", "--data", str(tmp_path / "missing.yaml")), "not found")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["data", "synth", "--help"]])
+def test_help_works(args):
+    proc = edgeopt(*args)
+    assert proc.returncode == 0 and "Usage" in proc.stdout
