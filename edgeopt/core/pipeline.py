@@ -21,6 +21,7 @@ import edgeopt
 from edgeopt.config.schema import PipelineConfig
 from edgeopt.core.artifact import read_manifest
 from edgeopt.core.cache import Cache, stable_hash
+from edgeopt.core.progress import progress_bar
 from edgeopt.errors import ConfigError, DataError, EdgeoptError, ExportError, ParityError
 
 
@@ -91,9 +92,8 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     from edgeopt.stages.calibrate import open_dataset
 
     detector = load_model(config.model)
-    synthetic_root = Path(os.environ.get("EDGEOPT_DATA_CACHE", Path.home() / ".cache" / "edgeopt" / "datasets"))
-    calibration_set = open_dataset(config.data.calibration, synthetic_root) if "calibrate" in stages else None
-    validation = open_dataset(config.data.validation, synthetic_root) if config.data.validation else None
+    calibration_set = open_dataset(config.data.calibration) if "calibrate" in stages else None
+    validation = open_dataset(config.data.validation) if config.data.validation else None
     if validation is not None and config.benchmark.map and not validation.labelled:
         raise DataError(f"the validation set {validation.source} has no labels",
                         hint="data.validation must be labelled (YOLO labels/ or COCO json) for mAP")
@@ -158,8 +158,10 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
         bcfg = config.benchmark
         device_info = device.describe()
         ref_key = stable_hash("reference", detector.key, data_key, bcfg.model_dump(), device_info, versions["torch"])
-        with console.status("benchmark: PyTorch fp32 reference"):
-            ref_path = cache.build("benchmark", ref_key, lambda d: bench_reference(detector, bcfg, validation, d))
+        n_val = len(validation) if validation is not None and bcfg.map else 0
+        with progress_bar(console, "benchmark: torch fp32 reference", n_val) as advance:
+            ref_path = cache.build("benchmark", ref_key,
+                                   lambda d: bench_reference(detector, bcfg, validation, d, advance))
         ref = _read_json(ref_path / "bench.json")
         records.insert(0, {"target": "torch", "precision": "fp32", "device": device.name, "status": "reference",
                            "reason": "", **{k: v for k, v in ref.items() if k != "per_class"}, "map50_95_drop": 0.0})
@@ -175,9 +177,9 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
                   "parity_box_agreement": par["box_agreement"], "cache_key": path.name}
         if "benchmark" in stages:
             key = stable_hash("bench", path.name, bcfg.model_dump(), data_key, device_info)
-            with console.status(f"benchmark: {t.name} {manifest['precision']} on {device.name}"):
+            with progress_bar(console, f"benchmark: {t.name} {manifest['precision']} on {device.name}", n_val) as advance:
                 bench_path = cache.build("benchmark", key, lambda d: bench_artifact(
-                    target, device, path, manifest, bcfg, validation, d))
+                    target, device, path, manifest, bcfg, validation, d, advance))
             bench = _read_json(bench_path / "bench.json")
             record.update({k: v for k, v in bench.items() if k != "per_class"})
             if ref and ref.get("map50_95") is not None and bench.get("map50_95") is not None:

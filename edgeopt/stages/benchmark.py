@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +16,21 @@ from edgeopt.eval.predict import predict, torch_infer
 
 
 def bench_artifact(target, device, bundle: Path, manifest: dict, cfg: BenchmarkConfig, validation,
-                   out_dir: Path) -> dict[str, Any]:
+                   out_dir: Path, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Latency/RSS via the bundle's runner on ``device``; mAP in-process through the same runner code."""
     timing = device.bench(bundle, cfg.threads, cfg.warmup, cfg.runs)
     record: dict[str, Any] = {**timing}
     if cfg.map and validation is not None:
         session = target.open(bundle, manifest, cfg.threads)
-        dets = predict(lambda x: session(x)[0], validation, manifest["input"]["size"])
+        dets = predict(lambda x: session(x)[0], validation, manifest["input"]["size"], progress=progress)
         metrics = coco_map(validation, dets)
         record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record
 
 
-def bench_reference(detector, cfg: BenchmarkConfig, validation, out_dir: Path) -> dict[str, Any]:
+def bench_reference(detector, cfg: BenchmarkConfig, validation, out_dir: Path,
+                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The PyTorch fp32 reference: mAP through the shared decoder and in-process latency at the same threads."""
     import torch
 
@@ -48,7 +50,7 @@ def bench_reference(detector, cfg: BenchmarkConfig, validation, out_dir: Path) -
         record: dict[str, Any] = {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
                                   "latency_ms_min": float(t.min()), "threads": cfg.threads, "runs": cfg.runs}
         if validation is not None:
-            metrics = coco_map(validation, predict(infer, validation, detector.input_size, batch=8))
+            metrics = coco_map(validation, predict(infer, validation, detector.input_size, batch=8, progress=progress))
             record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
     finally:
         torch.set_num_threads(previous)

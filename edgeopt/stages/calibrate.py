@@ -7,6 +7,8 @@ set) and reused by every target, so all int8 artifacts are calibrated on identic
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +42,14 @@ class CalibrationSet:
         return arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
-def open_dataset(cfg: DatasetConfig, synthetic_root: Path) -> DetectionDataset:
+def data_cache_root() -> Path:
+    """Where generated synthetic datasets are kept: ``$EDGEOPT_DATA_CACHE`` or ``~/.cache/edgeopt/datasets``."""
+    return Path(os.environ.get("EDGEOPT_DATA_CACHE", Path.home() / ".cache" / "edgeopt" / "datasets"))
+
+
+def open_dataset(cfg: DatasetConfig, synthetic_root: Path | None = None) -> DetectionDataset:
     """Read a configured dataset; ``synthetic`` is generated (deterministically) under ``synthetic_root``."""
+    synthetic_root = synthetic_root or data_cache_root()
     if cfg.path == "synthetic":
         from edgeopt.data.synthetic import generate
 
@@ -49,6 +57,7 @@ def open_dataset(cfg: DatasetConfig, synthetic_root: Path) -> DetectionDataset:
         root = synthetic_root / f"synthetic-seed{cfg.seed}-n{n}"
         if not (root / "data.yaml").is_file():
             tmp = root.with_name(root.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
             generate(tmp, train=n if cfg.split == "train" else 0, val=n if cfg.split != "train" else 0, seed=cfg.seed)
             tmp.rename(root)
         dataset = read_dataset(root / "data.yaml", split="train" if cfg.split == "train" else "val")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,17 @@ class OnnxRuntimeTarget(Target):
         return {"model_files": ["model.onnx"], "quantization": details}
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_qdq(src: Path, dst: Path, plan, calib) -> dict[str, Any]:
     """Static QDQ quantization with onnxruntime.quantization, fed by the shared calibration images."""
     import onnx
@@ -64,9 +78,11 @@ def quantize_qdq(src: Path, dst: Path, plan, calib) -> dict[str, Any]:
               "percentile": CalibrationMethod.Percentile}[plan.method]
     extra = {"CalibPercentile": plan.percentile} if plan.method == "percentile" else {}
     try:
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=plan.per_channel,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                        nodes_to_exclude=excluded, extra_options=extra)
+        with _quiet_root_logger():  # ORT logs advice to the root logger on every call
+            quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=plan.per_channel, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=excluded,
+                            extra_options=extra)
     except Exception as exc:
         raise ExportError(f"onnxruntime quantize_static failed: {exc.__class__.__name__}: {exc}") from None
     q = onnx.load(str(dst))
