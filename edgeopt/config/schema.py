@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STAGES = ("calibrate", "quantize", "prune", "export", "benchmark")
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class Strict(BaseModel):
@@ -69,7 +69,7 @@ class TargetConfig(Strict):
     """One runtime and the precisions to export for it."""
 
     name: str
-    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32"])
+    precisions: list[Literal["fp32", "fp16", "bf16", "int8"]] = Field(default_factory=lambda: ["fp32"])
     options: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Target-specific options")
 
     @field_validator("name")
@@ -95,9 +95,9 @@ class TargetConfig(Strict):
 class ParityConfig(Strict):
     """Tolerances of the parity gate, per precision: minimum output cosine and decoded-box agreement."""
 
-    min_cosine: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98})
-    min_box_agreement: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.98, "fp16": 0.95, "int8": 0.75})
-    max_abs: dict[str, float] = Field(default_factory=lambda: {"fp32": 1e-3, "fp16": 2e-2, "int8": 1.0})
+    min_cosine: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "bf16": 0.998, "int8": 0.98})
+    min_box_agreement: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.98, "fp16": 0.95, "bf16": 0.9, "int8": 0.75})
+    max_abs: dict[str, float] = Field(default_factory=lambda: {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 1.0})
 
 
 class BenchmarkConfig(Strict):

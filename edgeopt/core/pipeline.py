@@ -141,6 +141,10 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
                                   plan.to_dict() if plan and precision == "int8" else None,
                                   config.parity.model_dump(), versions)
                 base = {"target": t.name, "precision": precision, "device": device.name}
+                skip = target.precision_unsupported(precision)
+                if skip:
+                    records.append({**base, "status": "skipped", "reason": skip})
+                    continue
                 try:
                     with console.status(f"export: {t.name} {precision}"):
                         path = cache.build("export", key, lambda d: export_bundle(
@@ -184,7 +188,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
             record.update({k: v for k, v in bench.items() if k != "per_class"})
             if ref and ref.get("map50_95") is not None and bench.get("map50_95") is not None:
                 record["map50_95_drop"] = ref["map50_95"] - bench["map50_95"]
-        record["session_options"] = _session_options(target, config.benchmark.threads)
+        record["session_options"] = _session_options(target, config.benchmark.threads, manifest)
         if par["passed"]:
             dest = out / "artifacts" / f"{t.name}-{manifest['precision']}"
             dest.parent.mkdir(exist_ok=True)
@@ -206,11 +210,11 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     return RunResult(out, records, run_info, cache.hits, cache.misses)
 
 
-def _session_options(target, threads: int) -> dict | None:
+def _session_options(target, threads: int, manifest: dict) -> dict | None:
     import importlib
 
     runner = importlib.import_module(target.runner)
-    return runner.session_options(threads) if hasattr(runner, "session_options") else None
+    return runner.session_options(threads, manifest) if hasattr(runner, "session_options") else None
 
 
 def _read_json(path: Path) -> dict:

@@ -31,7 +31,8 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
                           ("mAP50", "right"), ("drop (pt)", "right"), ("cosine", "right"), ("box agr.", "right")):
         table.add_column(name, justify=justify)
     for r in records:
-        status = {"passed": "[green]passed[/]", "failed": "[red]failed[/]"}.get(r["status"], r["status"])
+        status = {"passed": "[green]passed[/]", "failed": "[red]failed[/]",
+                  "skipped": "[yellow]skipped[/]"}.get(r["status"], r["status"])
         drop = r.get("map50_95_drop")
         table.add_row(r["target"], r["precision"], status, _fmt(r.get("latency_ms_median")),
                       _fmt(r.get("latency_ms_p90")),

@@ -35,7 +35,7 @@ def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, 
                    "decoder": asdict(detector.decoder)},
         "class_names": detector.class_names,
         "quantization": details.get("quantization"),
-        "runtime": {"versions": target.versions()},
+        "runtime": {"versions": target.versions(), **details.get("runtime", {})},
         "lineage": lineage,
     }
     write_manifest(out_dir, manifest)

@@ -12,6 +12,7 @@ from edgeopt.errors import ConfigError, did_you_mean
 # name -> (module, class, pip extra that installs its runtime)
 TARGETS: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("edgeopt.targets.onnxruntime", "OnnxRuntimeTarget", "onnx"),
+    "openvino": ("edgeopt.targets.openvino", "OpenVinoTarget", "openvino"),
 }
 
 

@@ -37,6 +37,10 @@ class Target(ABC):
         """None if ``device`` can run this target, else the reason."""
         return None
 
+    def precision_unsupported(self, precision: str) -> str | None:
+        """None if this machine can produce and run ``precision``, else why not (the row is then skipped)."""
+        return None
+
     @abstractmethod
     def versions(self) -> dict[str, str]:
         """Versions of the runtime and converters used (recorded in manifests and results)."""

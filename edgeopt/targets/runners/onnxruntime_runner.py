@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def session_options(threads: int) -> dict:
+def session_options(threads: int, manifest: dict | None = None) -> dict:
     """The session settings used for every measurement (recorded in results)."""
     return {"intra_op_num_threads": threads, "inter_op_num_threads": 1, "execution_mode": "ORT_SEQUENTIAL",
             "graph_optimization_level": "ORT_ENABLE_ALL", "providers": ["CPUExecutionProvider"]}

@@ -1,0 +1,109 @@
+"""OpenVINO target: IR (.xml/.bin) with fp32 or fp16-compressed weights, INT8 by NNCF post-training quantization,
+and a bf16 row where the CPU computes in bf16 natively.
+
+The IR is converted from the same static-shape ONNX export as the ONNX Runtime target. INT8 quantizes the
+OpenVINO model (not the torch module, which would JIT-compile a C++ extension) with the shared calibration
+images; the plan's float-kept part (head convs + decode) becomes NNCF's ignored scope.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import ConfigError, ExportError
+from edgeopt.targets.base import Target
+from edgeopt.targets.onnx_export import export_onnx
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the OpenVINO CPU plugin reports native BF16 capability."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def head_tail_names(model) -> list[str]:
+    """Friendly names of the final Convolutions feeding the outputs and the decode nodes after them."""
+    names, seen = [], set()
+    stack = [r.input_value(0).get_node() for r in model.get_results()]
+    while stack:
+        node = stack.pop()
+        name = node.get_friendly_name()
+        if name in seen or node.get_type_name() in ("Constant", "Parameter"):
+            continue
+        seen.add(name)
+        names.append(name)
+        if node.get_type_name() == "Convolution":
+            continue
+        stack.extend(v.get_node() for v in node.input_values())
+    return names
+
+
+class OpenVinoTarget(Target):
+    name = "openvino"
+    extra = "openvino"
+    precisions = ("fp32", "fp16", "int8", "bf16")
+    modules = ("openvino", "nncf", "onnx", "onnxslim")
+    runner = "edgeopt.targets.runners.openvino_runner"
+
+    def precision_unsupported(self, precision: str) -> str | None:
+        if precision == "bf16" and not cpu_supports_bf16():
+            return "this CPU has no native bf16 in OpenVINO (OPTIMIZATION_CAPABILITIES lacks BF16)"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import nncf
+        import openvino as ov
+
+        return {"openvino": ov.get_version(), "nncf": nncf.__version__}
+
+    def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+        import openvino as ov
+
+        if precision not in self.precisions:
+            raise ConfigError(f"target openvino has no precision '{precision}'", hint=f"use one of {self.precisions}")
+        reason = self.precision_unsupported(precision)
+        if reason:
+            raise ExportError(reason)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(detector, Path(tmp) / "model.onnx")
+            model = ov.convert_model(str(onnx_path))
+        size = detector.input_size
+        model.reshape([1, 3, size, size])
+        quantization = None
+        if precision == "int8":
+            model, quantization = self._quantize(model, plan, calib, options)
+        try:
+            ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=(precision == "fp16"))
+        except RuntimeError as exc:
+            raise ExportError(f"openvino save_model failed: {exc}") from None
+        hint = "bf16" if precision == "bf16" else "f32"
+        return {"model_files": ["model.xml", "model.bin"], "quantization": quantization,
+                "runtime": {"inference_precision": hint}}
+
+    @staticmethod
+    def _quantize(model, plan, calib, options: dict[str, Any]):
+        import nncf
+
+        ignored = head_tail_names(model) if plan.keep_head_float else []
+        preset_name = str(options.get("preset", "mixed")).lower()
+        presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+        if preset_name not in presets:
+            raise ConfigError(f"openvino option preset must be one of {list(presets)}, got {preset_name!r}")
+        subset = int(options.get("subset_size", len(calib.images)))
+        items = list(calib.batches("NCHW"))
+        try:
+            quantized = nncf.quantize(model, nncf.Dataset(items, lambda x: np.ascontiguousarray(x)),
+                                      preset=presets[preset_name], subset_size=min(subset, len(items)),
+                                      ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
+        except Exception as exc:
+            raise ExportError(f"nncf.quantize failed: {exc.__class__.__name__}: {exc}") from None
+        n_fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
+        details = {"format": "NNCF FakeQuantize (OpenVINO IR)", "activations": "int8/uint8", "weights": "int8",
+                   "per_channel": True, "preset": preset_name, "calibration": "nncf default (min-max/quantile)",
+                   "calibration_images": min(subset, len(items)), "kept_float": ignored, "fake_quantize_nodes": n_fq}
+        return quantized, details
