@@ -21,11 +21,9 @@ def _decoder(manifest: dict, score: float | None) -> DecoderConfig:
 
 
 def _input(manifest: dict, hwc):
+    """The model input for an RGB uint8 HWC image: layout and dtype from the manifest (uint8 = raw pixels)."""
     spec = manifest["input"]
-    x = to_tensor(hwc, spec["layout"], spec["dtype"])
-    if spec.get("quantized"):  # int8 input: raw pixels mapped by the input's scale/zero point
-        x = x.astype(spec["dtype"])
-    return x
+    return to_tensor(hwc, spec["layout"], "uint8" if spec["dtype"] in ("uint8", "int8") else "float32")
 
 
 def detect(image_path: str, threads: int = 1, score: float | None = None) -> list[dict]:

@@ -13,6 +13,7 @@ from edgeopt.errors import ConfigError, did_you_mean
 TARGETS: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("edgeopt.targets.onnxruntime", "OnnxRuntimeTarget", "onnx"),
     "openvino": ("edgeopt.targets.openvino", "OpenVinoTarget", "openvino"),
+    "tflite": ("edgeopt.targets.tflite", "TFLiteTarget", "tflite"),
 }
 
 

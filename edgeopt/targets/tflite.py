@@ -1,0 +1,188 @@
+"""TFLite / LiteRT target, TensorFlow-free: litert-torch converts the torch module to a float .tflite, and
+ai-edge-quantizer writes fp16-weight and full-integer INT8 models from it.
+
+Precisions, exactly:
+
+* ``fp32``: float32 weights and compute;
+* ``fp16``: float16-stored weights, dequantized at load, float32 compute;
+* ``int8``: static full-integer quantization: int8 per-channel weights and int8 activations calibrated on the
+  shared calibration set; the head's final convolutions and the decode stay float (the plan's
+  ``keep_head_float``), which keeps scores and boxes exact; model input and output stay float32 (the runner
+  accepts raw pixels).
+
+litert-torch's own PT2E int8 path is not used: on a detector head it saturated the class scores (TOOLCHAIN).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import ConfigError, ExportError
+from edgeopt.targets.base import Target
+
+
+def _convert_float(detector, path: Path, layout: str) -> None:
+    """torch -> float32 .tflite; NHWC input by wrapping the module with a layout transpose."""
+    import litert_torch
+    import torch
+
+    module = detector.module.eval()
+    x = detector.example_input()
+    if layout == "NHWC":
+        module = litert_torch.to_channel_last_io(module, args=[0]).eval()
+        x = x.permute(0, 2, 3, 1).contiguous()
+    try:
+        with torch.no_grad():
+            litert_torch.convert(module, (x,)).export(str(path))
+    except Exception as exc:
+        raise ExportError(f"litert-torch conversion failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _ops(model_path: Path) -> tuple[list[dict], list[dict], list[int]]:
+    """(ops, tensors, output tensor indices) of a .tflite model, from the interpreter's own view."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path))
+    ops = interpreter._get_ops_details()  # the public API has no graph view; this is stable across 2.x
+    tensors = interpreter.get_tensor_details()
+    outputs = [o["index"] for o in interpreter.get_output_details()]
+    return ops, tensors, outputs
+
+
+def head_tail_tensors(model_path: Path) -> list[str]:
+    """Output tensor names of the final CONV_2D ops feeding the outputs and of the decode ops after them."""
+    ops, tensors, outputs = _ops(model_path)
+    names = {t["index"]: t["name"] for t in tensors}
+    producer = {out: op for op in ops for out in op["outputs"]}
+    found, seen, stack = [], set(), list(outputs)
+    while stack:
+        op = producer.get(stack.pop())
+        if op is None or op["index"] in seen:
+            continue
+        seen.add(op["index"])
+        found += [names[o] for o in op["outputs"]]
+        if op["op_name"] == "CONV_2D":
+            continue
+        stack.extend(i for i in op["inputs"] if i >= 0)
+    return found
+
+
+def tensor_types(model_path: Path) -> dict[str, int]:
+    """How many tensors of each dtype the model holds, and the dtypes of conv weights (for verification)."""
+    ops, tensors, _ = _ops(model_path)
+    by_index = {t["index"]: t for t in tensors}
+    counts: dict[str, int] = {}
+    for t in tensors:
+        counts[np.dtype(t["dtype"]).name] = counts.get(np.dtype(t["dtype"]).name, 0) + 1
+    conv_weights: dict[str, int] = {}
+    for op in ops:
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op["inputs"]) > 1:
+            name = np.dtype(by_index[op["inputs"][1]]["dtype"]).name
+            conv_weights[name] = conv_weights.get(name, 0) + 1
+    return {"tensors": counts, "conv_weights": conv_weights}
+
+
+class TFLiteTarget(Target):
+    name = "tflite"
+    extra = "tflite"
+    precisions = ("fp32", "fp16", "int8")
+    modules = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")
+    runner = "edgeopt.targets.runners.tflite_runner"
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        return {p: version(p) for p in ("litert-torch", "ai-edge-quantizer", "ai-edge-litert")}
+
+    def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+        if precision not in self.precisions:
+            raise ConfigError(f"target tflite has no precision '{precision}'", hint=f"use one of {self.precisions}")
+        layout = str(options.get("layout", "NHWC")).upper()
+        if layout not in ("NCHW", "NHWC"):
+            raise ConfigError(f"tflite option layout must be NCHW or NHWC, got {layout!r}")
+        model = out_dir / "model.tflite"
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = Path(tmp) / "float.tflite"
+            _convert_float(detector, float_path, layout)
+            if precision == "fp32":
+                float_path.replace(model)
+                quantization = None
+            elif precision == "fp16":
+                quantization = _quantize_fp16(float_path, model)
+            else:
+                quantization = _quantize_int8(float_path, model, plan, calib, layout)
+        quantization = {**(quantization or {"type": "none (float32)"}), "verified_types": tensor_types(model)}
+        return {"model_files": ["model.tflite"], "quantization": quantization,
+                "input": {"layout": layout, "dtype": "float32"}}
+
+
+def _quantizer(float_path: Path):
+    from ai_edge_quantizer import quantizer
+
+    return quantizer.Quantizer(str(float_path))
+
+
+def _quantize_fp16(float_path: Path, out: Path) -> dict[str, Any]:
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    q = _quantizer(float_path)
+    q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                             algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+    try:
+        q.quantize().export_model(str(out), overwrite=True)
+    except Exception as exc:
+        raise ExportError(f"ai-edge-quantizer fp16 failed: {exc.__class__.__name__}: {exc}") from None
+    return {"type": "float16 weights (weight-only float casting), float32 compute", "weights": "float16",
+            "activations": "float32"}
+
+
+def _widen_empty_ranges(result: dict) -> dict:
+    """Give every calibrated range a non-zero width: a dead ReLU channel or constant tensor calibrates to
+    min == max, which yields a zero quantization scale that XNNPACK refuses ("failed to prepare")."""
+    for stats in result.values():
+        lo, hi = stats.get("min"), stats.get("max")
+        if isinstance(lo, np.ndarray) and isinstance(hi, np.ndarray) and lo.dtype.kind == "f":
+            stats["max"] = np.maximum(hi, lo + 1e-4).astype(hi.dtype)
+    return result
+
+
+def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str) -> dict[str, Any]:
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    if not plan.per_channel:
+        granularity = qtyping.QuantGranularity.TENSORWISE
+    else:
+        granularity = qtyping.QuantGranularity.CHANNELWISE
+    q = _quantizer(float_path)
+    q.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=8,
+                        weight_num_bits=8, weight_granularity=granularity)
+    kept: list[str] = []
+    if plan.keep_head_float:
+        kept = head_tail_tensors(float_path)
+    kept += [t["name"] for t in Interpreter(model_path=str(float_path)).get_tensor_details()
+             if any(re.search(p, t["name"]) for p in plan.keep_float)]
+    if kept:  # later configs win: these ops stay float
+        scope = "^(?:" + "|".join(re.escape(n) for n in sorted(set(kept))) + ");$"
+        q.update_quantization_recipe(regex=scope, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                     algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    interpreter = Interpreter(model_path=str(float_path))
+    signature = interpreter.get_signature_list()
+    key = next(iter(signature))
+    input_name = signature[key]["inputs"][0]
+    samples = [{input_name: x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x}
+               for x in calib.batches("NCHW")]
+    try:
+        result = _widen_empty_ranges(q.calibrate({key: samples}))
+        q.quantize(result).export_model(str(out), overwrite=True)
+    except Exception as exc:
+        raise ExportError(f"ai-edge-quantizer int8 failed: {exc.__class__.__name__}: {exc}") from None
+    return {"type": "full-integer static int8 (ai-edge-quantizer static_wi8_ai8)", "weights": "int8",
+            "activations": "int8", "per_channel": plan.per_channel, "calibration": "min-max",
+            "calibration_images": len(samples), "kept_float_tensors": sorted(set(kept)),
+            "input": "float32 (quantized inside the model)", "output": "float32"}
