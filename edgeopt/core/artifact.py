@@ -26,7 +26,7 @@ def _body(module_name: str) -> str:
 
 def build_runner(runner_module: str) -> str:
     """The text of ``run.py`` for a target whose runner lives in ``runner_module``."""
-    template = (Path(__file__).parent / "run_template.py").read_text()
+    template = (Path(__file__).parent / "run_main.py.in").read_text()  # uses names defined by the parts above
     parts = [
         '"""edgeopt bundle runner. Usage: python run.py IMAGE [--threads N] | python run.py --bench"""',
         "from __future__ import annotations",

@@ -23,8 +23,12 @@ def load_checkpoint_dict(path: str | Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ModelError(f"{path} needs arbitrary code to load (a full pickle), refused: {str(exc).splitlines()[0]}",
-                         hint="edgeopt loads plain state_dicts; re-save the weights as a state_dict") from None
+        text = str(exc)
+        if "Unsupported global" in text or "GLOBAL" in text:  # a real pickle that references code
+            culprit = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
+            raise ModelError(f"{path} needs arbitrary code to load (a full pickle), refused. {culprit}",
+                             hint="edgeopt loads plain state_dicts; re-save the weights as a state_dict") from None
+        raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?)") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

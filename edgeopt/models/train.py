@@ -27,7 +27,7 @@ from edgeopt.eval.predict import predict, torch_infer
 from edgeopt.models.augment import augment_batch
 from edgeopt.models.checkpoint import load_checkpoint_dict, save_detector
 from edgeopt.models.loss import DetectionLoss
-from edgeopt.models.reference import ReferenceConfig, ReferenceDetector, build_reference
+from edgeopt.models.reference import ReferenceConfig, build_reference
 
 
 @dataclass

@@ -76,13 +76,18 @@ def tensor_types(model_path: Path) -> dict[str, int]:
     """How many tensors of each dtype the model holds, and the dtypes of conv weights (for verification)."""
     ops, tensors, _ = _ops(model_path)
     by_index = {t["index"]: t for t in tensors}
+    producer = {out: op for op in ops for out in op["outputs"]}
     counts: dict[str, int] = {}
     for t in tensors:
         counts[np.dtype(t["dtype"]).name] = counts.get(np.dtype(t["dtype"]).name, 0) + 1
     conv_weights: dict[str, int] = {}
     for op in ops:
         if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and len(op["inputs"]) > 1:
-            name = np.dtype(by_index[op["inputs"][1]]["dtype"]).name
+            weight = op["inputs"][1]
+            source = producer.get(weight)
+            if source is not None and source["op_name"] == "DEQUANTIZE":  # stored type of a dequantized weight
+                weight = source["inputs"][0]
+            name = np.dtype(by_index[weight]["dtype"]).name
             conv_weights[name] = conv_weights.get(name, 0) + 1
     return {"tensors": counts, "conv_weights": conv_weights}
 

@@ -1,7 +1,6 @@
 """The contract every target honours, run against each registered target whose runtime is installed:
 export -> load -> run -> parity within the configured tolerance, and a bundle whose run.py works on its own."""
 
-import io
 import json
 import subprocess
 import sys
@@ -13,13 +12,8 @@ from PIL import Image
 
 from edgeopt.config.schema import ParityConfig
 from edgeopt.core.artifact import verify_bundle
-from edgeopt.data.letterbox import letterbox_image
-from edgeopt.data.synthetic import CLASS_NAMES, render_image
+from edgeopt.data.synthetic import render_image
 from edgeopt.errors import DependencyError
-from edgeopt.models.decode import DecoderConfig
-from edgeopt.models.detector import Detector
-from edgeopt.models.reference import ReferenceConfig, build_reference
-from edgeopt.stages.calibrate import CalibrationSet
 from edgeopt.stages.export import export_bundle
 from edgeopt.stages.quantize import QuantPlan
 from edgeopt.targets import TARGETS, get_target
@@ -43,34 +37,6 @@ CASES = [
     pytest.param(name, precision, id=f"{name}-{precision}")
     for name in TARGETS for precision in get_target(name).precisions
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_detector():
-    """A tiny reference-architecture detector with scores near 0.5, so decoded boxes exist to compare."""
-    torch.manual_seed(0)
-    cfg = ReferenceConfig(num_classes=len(CLASS_NAMES), input_size=SIZE, widths=(8, 16, 16, 32, 32),
-                          depths=(1, 1, 1, 1), neck=(16, 16, 32), head=16, class_names=CLASS_NAMES)
-    model = build_reference(cfg)
-    for head in model.heads:
-        torch.nn.init.normal_(head.cls[-1].bias, 0.0, 0.5)
-    # a few training-mode passes give BatchNorm realistic statistics
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(8, 3, SIZE, SIZE))
-    model.eval()
-    return Detector(model, SIZE, list(CLASS_NAMES), DecoderConfig(), source="tiny", key="tiny")
-
-
-@pytest.fixture(scope="module")
-def calib(tmp_path_factory):
-    imgs = []
-    for i in range(20):
-        jpeg = render_image(5, "val", i)[0]
-        imgs.append(letterbox_image(Image.open(io.BytesIO(jpeg)), SIZE)[0])
-    arr = np.stack(imgs)
-    return CalibrationSet(arr[:16], arr[16:], {}, tmp_path_factory.mktemp("calib"))
 
 
 @pytest.mark.parametrize("name, precision", CASES)

@@ -1,0 +1,45 @@
+"""Fixtures shared by the target tests: a tiny in-code detector and calibration images."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from edgeopt.data.letterbox import letterbox_image
+from edgeopt.data.synthetic import CLASS_NAMES, render_image
+from edgeopt.models.decode import DecoderConfig
+from edgeopt.models.detector import Detector
+from edgeopt.models.reference import ReferenceConfig, build_reference
+from edgeopt.stages.calibrate import CalibrationSet
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def tiny_detector():
+    """A tiny reference-architecture detector with scores near 0.5, so decoded boxes exist to compare."""
+    torch.manual_seed(0)
+    cfg = ReferenceConfig(num_classes=len(CLASS_NAMES), input_size=SIZE, widths=(8, 16, 16, 32, 32),
+                          depths=(1, 1, 1, 1), neck=(16, 16, 32), head=16, class_names=CLASS_NAMES)
+    model = build_reference(cfg)
+    for head in model.heads:
+        torch.nn.init.normal_(head.cls[-1].bias, 0.0, 0.5)
+    # a few training-mode passes give BatchNorm realistic statistics
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(8, 3, SIZE, SIZE))
+    model.eval()
+    return Detector(model, SIZE, list(CLASS_NAMES), DecoderConfig(), source="tiny", key="tiny")
+
+
+@pytest.fixture(scope="module")
+def calib(tmp_path_factory):
+    imgs = []
+    for i in range(20):
+        jpeg = render_image(5, "val", i)[0]
+        imgs.append(letterbox_image(Image.open(io.BytesIO(jpeg)), SIZE)[0])
+    arr = np.stack(imgs)
+    return CalibrationSet(arr[:16], arr[16:], {}, tmp_path_factory.mktemp("calib"))

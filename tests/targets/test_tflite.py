@@ -1,0 +1,42 @@
+"""TFLite specifics: what the manifest says each precision is, checked against the tensors in the file."""
+
+import pytest
+
+from edgeopt.config.schema import ParityConfig
+from edgeopt.errors import DependencyError
+from edgeopt.stages.export import export_bundle
+from edgeopt.stages.quantize import QuantPlan
+from edgeopt.targets import get_target
+
+
+@pytest.fixture(scope="module")
+def tflite():
+    target = get_target("tflite")
+    try:
+        target.check_available()
+    except DependencyError as exc:
+        pytest.skip(str(exc))
+    return target
+
+
+@pytest.mark.parametrize("precision, layout", [("fp32", "NCHW"), ("fp16", "NHWC"), ("int8", "NHWC")])
+def test_manifest_quantization_matches_file(tflite, precision, layout, tiny_detector, calib, tmp_path):
+    from edgeopt.targets.tflite import tensor_types
+
+    manifest = export_bundle(tflite, tiny_detector, precision, QuantPlan(), calib, tmp_path, {"layout": layout},
+                             ParityConfig(), {})
+    assert manifest["parity"]["passed"], manifest["parity"]["problems"]
+    assert manifest["input"]["layout"] == layout
+    actual = tensor_types(tmp_path / "model.tflite")
+    q = manifest["quantization"]
+    assert q["verified_types"] == actual
+    weights = set(actual["conv_weights"])
+    if precision == "fp32":
+        assert weights == {"float32"} and "int8" not in actual["tensors"]
+    elif precision == "fp16":
+        assert q["weights"] == "float16" and weights == {"float16"}
+    else:
+        assert q["weights"] == "int8" and q["activations"] == "int8"
+        # every conv stores int8 weights except the head's final convs, which the plan keeps float
+        assert actual["conv_weights"].get("int8", 0) > 3 * actual["conv_weights"].get("float32", 0) > 0
+        assert actual["tensors"].get("int8", 0) > 20  # int8 activations, not just weights
