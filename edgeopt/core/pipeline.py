@@ -139,7 +139,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
                 key = stable_hash("export", t.name, precision, t.options, detector.key,
                                   calib.path.name if calib and precision == "int8" else None,
                                   plan.to_dict() if plan and precision == "int8" else None,
-                                  config.parity.model_dump(), versions)
+                                  config.parity.model_dump(), versions, _code_hash(target))
                 base = {"target": t.name, "precision": precision, "device": device.name}
                 skip = target.precision_unsupported(precision)
                 if skip:
@@ -208,6 +208,17 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
 
     write_results(out, run_info, records)
     return RunResult(out, records, run_info, cache.hits, cache.misses)
+
+
+def _code_hash(target) -> str:
+    """Hash of the code that shapes a bundle (target, its runner, the run.py template): editing it rebuilds."""
+    import importlib
+    import inspect
+
+    from edgeopt.core.artifact import build_runner
+
+    module = importlib.import_module(type(target).__module__)
+    return stable_hash(inspect.getsource(module), build_runner(target.runner))
 
 
 def _session_options(target, threads: int, manifest: dict) -> dict | None:

@@ -15,13 +15,22 @@ from edgeopt.config.schema import ParityConfig
 from edgeopt.core.artifact import FORMAT, build_runner, write_manifest
 from edgeopt.data.letterbox import PAD_VALUE
 from edgeopt.eval.parity import parity
+from edgeopt.errors import ExportError
+from edgeopt.targets.base import captured_output, log_tail
 from edgeopt.eval.predict import torch_infer
 
 
 def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any],
                   parity_cfg: ParityConfig, lineage: dict[str, Any]) -> dict[str, Any]:
     """Export, write ``run.py`` and the manifest, run the parity check; returns the manifest."""
-    details = target.export(detector, precision, plan, calib, out_dir, options)
+    with captured_output() as log:  # converters' chatter; quoted only when they fail
+        try:
+            details = target.export(detector, precision, plan, calib, out_dir, options)
+        except ExportError as exc:
+            tail = log_tail(log)
+            raise ExportError(exc.message + (f" (converter output: {tail})" if tail else ""), exc.hint) from None
+        finally:
+            log.unlink(missing_ok=True)
     (out_dir / "run.py").write_text(build_runner(target.runner))
     manifest: dict[str, Any] = {
         "format": FORMAT,

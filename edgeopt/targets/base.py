@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,37 @@ class Target(ABC):
         """Load an artifact with its runtime through the same runner code the bundle ships."""
         runner = importlib.import_module(self.runner)
         return runner.load_session(Path(bundle_dir), manifest, threads)
+
+
+@contextmanager
+def captured_output() -> Iterator[Path]:
+    """Send the process's stdout/stderr (file descriptors 1 and 2, so C++ logs too) to a temporary file.
+
+    Converters print progress and advice that would bury edgeopt's own output; the file's path is yielded so
+    a failure can quote its tail.
+    """
+    import os
+    import sys
+    import tempfile
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as log:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield Path(log.name)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def log_tail(path: Path, lines: int = 3) -> str:
+    """The last non-empty lines of a captured log, for error messages."""
+    text = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return " | ".join(text[-lines:])

@@ -18,15 +18,32 @@ def _interpreter_class():
         return Interpreter, "tflite_runtime"
 
 
+def keep_freed_heap() -> bool:
+    """Ask glibc to keep freed heap memory instead of returning it to the OS after every call.
+
+    LiteRT's int8 path allocates and frees ~2 MB of scratch per invoke; with glibc's default top pad the
+    memory is trimmed and page-faulted back in on every call (measured here: ~550 page faults per call,
+    2.7 ms instead of 1.8 ms for the reference detector). A 64 MB top pad keeps it. No effect elsewhere.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-2, 64 << 20))  # M_TOP_PAD
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+
+
 def session_options(threads: int, manifest: dict | None = None) -> dict:
     """The interpreter settings used for every measurement (recorded in results)."""
-    return {"num_threads": threads, "delegate": "XNNPACK (default)"}
+    return {"num_threads": threads, "delegate": "XNNPACK (default)", "malloc_top_pad_mb": 64}
 
 
 def load_session(model_dir: Path, manifest: dict, threads: int):
     """Return ``run(batch) -> list of outputs`` (float32, in the NCHW/NHWC layout of the manifest's input)."""
     import numpy as np
 
+    keep_freed_heap()
     interpreter_cls, _ = _interpreter_class()
     interpreter = interpreter_cls(model_path=str(Path(model_dir) / manifest["model_files"][0]), num_threads=threads)
     interpreter.allocate_tensors()
@@ -46,7 +63,8 @@ def load_session(model_dir: Path, manifest: dict, threads: int):
                 x = np.clip(np.round(xf / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max)
         elif x.dtype == np.uint8:
             x = x.astype(np.float32) / 255.0
-        interpreter.set_tensor(inp["index"], np.ascontiguousarray(x.astype(inp["dtype"])))
+        # no copy when the batch already has the model's dtype: a fresh 1 MB buffer per call costs page faults
+        interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
         interpreter.invoke()
         results = []
         for o in outs:
