@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import write_config
+from helpers import write_config
 
 ROOT = Path(__file__).parents[1]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import edgeopt
-from conftest import write_config
+from helpers import write_config
 from edgeopt.core.artifact import verify_bundle
 
 REQUIRED = {"target", "precision", "device", "latency_ms_median", "latency_ms_p90", "map50_95", "map50",

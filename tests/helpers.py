@@ -1,0 +1,29 @@
+"""Helpers shared by tests (not fixtures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_config(tmp_path: Path, **changes) -> Path:
+    """A small but real pipeline config (reference detector, synthetic data) with top-level changes."""
+    import yaml
+
+    cfg = {
+        "version": 1,
+        "name": "test",
+        "output": str(tmp_path / "run"),
+        "stages": ["calibrate", "quantize", "export", "benchmark"],
+        "model": {"source": "reference", "input_size": 320},
+        "data": {
+            "calibration": {"path": "synthetic", "split": "train", "seed": 2000, "images": 16},
+            "validation": {"path": "synthetic", "split": "val", "seed": 1000, "images": 24},
+        },
+        "calibrate": {"images": 16, "parity_images": 4},
+        "targets": [{"name": "onnxruntime", "precisions": ["fp32", "int8"]}],
+        "benchmark": {"warmup": 2, "runs": 50, "threads": 1},
+    }
+    cfg.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
