@@ -96,17 +96,19 @@ def test_unwritable_output_directory(tmp_path):
     assert_clean_failure(edgeopt("run", str(cfg)), "cannot create the output directory")
 
 
-def test_missing_optional_runtime_names_the_extra(tmp_path):
-    # a stand-in package that fails to import, as when the extra is not installed
-    fake = tmp_path / "fake" / "onnxruntime"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("raise ImportError('onnxruntime is not installed')\n")
-    hider = tmp_path / "fake" / "sitecustomize.py"
-    hider.write_text("import importlib.util, sys\n_find = importlib.util.find_spec\n"
-                     "importlib.util.find_spec = lambda n, *a: None if n == 'onnxruntime' else _find(n, *a)\n")
-    cfg = write_config(tmp_path)
-    proc = edgeopt("run", str(cfg), env={"PYTHONPATH": f"{tmp_path / 'fake'}:{ROOT}"})
-    assert_clean_failure(proc, "'onnxruntime' is not installed", "pip install 'edgeopt[onnx]'")
+@pytest.mark.parametrize("module, extra, target", [("onnxruntime", "onnx", "onnxruntime"),
+                                                    ("openvino", "openvino", "openvino"),
+                                                    ("litert_torch", "tflite", "tflite")])
+def test_missing_optional_runtime_names_the_extra(tmp_path, module, extra, target):
+    # hide the package, as when the extra is not installed
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import importlib.util\n_find = importlib.util.find_spec\n"
+        f"importlib.util.find_spec = lambda n, *a: None if n == {module!r} else _find(n, *a)\n")
+    cfg = write_config(tmp_path, targets=[{"name": target, "precisions": ["fp32"]}])
+    proc = edgeopt("run", str(cfg), env={"PYTHONPATH": f"{fake}:{ROOT}"})
+    assert_clean_failure(proc, f"'{module}' is not installed", f"pip install 'edgeopt[{extra}]'")
     assert not (tmp_path / "run").exists()
 
 

@@ -26,13 +26,34 @@ from edgeopt.errors import ConfigError, ExportError
 from edgeopt.targets.base import Target
 
 
-def _convert_float(detector, path: Path, layout: str) -> None:
-    """torch -> float32 .tflite; NHWC input by wrapping the module with a layout transpose."""
+class _RawPixels:
+    """Wrap a detector so the model takes raw uint8 pixels and scales them to [0, 1] itself."""
+
+    def __new__(cls, module):
+        import torch
+
+        class RawPixels(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = module
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.inner(x.to(torch.float32) * (1.0 / 255.0))
+
+        return RawPixels().eval()
+
+
+def _convert_float(detector, path: Path, layout: str, input_dtype: str = "float32") -> None:
+    """torch -> float32 .tflite; NHWC input by wrapping the module with a layout transpose; a uint8 input
+    (raw pixels, scaled inside the model) by wrapping it with a cast and a 1/255 multiply."""
     import litert_torch
     import torch
 
     module = detector.module.eval()
     x = detector.example_input()
+    if input_dtype == "uint8":
+        module = _RawPixels(module)
+        x = torch.zeros(x.shape, dtype=torch.uint8)
     if layout == "NHWC":
         module = litert_torch.to_channel_last_io(module, args=[0]).eval()
         x = x.permute(0, 2, 3, 1).contiguous()
@@ -110,20 +131,27 @@ class TFLiteTarget(Target):
         layout = str(options.get("layout", "NHWC")).upper()
         if layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"tflite option layout must be NCHW or NHWC, got {layout!r}")
+        input_dtype = str(options.get("input_dtype", "float32"))
+        if input_dtype not in ("float32", "uint8"):
+            raise ConfigError(f"tflite option input_dtype must be float32 or uint8, got {input_dtype!r}",
+                              hint="uint8 takes raw RGB pixels (0..255) and scales them inside the model")
         model = out_dir / "model.tflite"
         with tempfile.TemporaryDirectory() as tmp:
             float_path = Path(tmp) / "float.tflite"
-            _convert_float(detector, float_path, layout)
+            _convert_float(detector, float_path, layout, input_dtype)
             if precision == "fp32":
                 float_path.replace(model)
                 quantization = None
             elif precision == "fp16":
                 quantization = _quantize_fp16(float_path, model)
             else:
-                quantization = _quantize_int8(float_path, model, plan, calib, layout)
+                quantization = _quantize_int8(float_path, model, plan, calib, layout, input_dtype)
         quantization = {**(quantization or {"type": "none (float32)"}), "verified_types": tensor_types(model)}
+        io = _io_details(model)
         return {"model_files": ["model.tflite"], "quantization": quantization,
-                "input": {"layout": layout, "dtype": "float32"}}
+                "input": {"layout": layout, "dtype": input_dtype, **io["input"],
+                          "scale": 1 / 255.0 if input_dtype == "float32" else 1.0},
+                "output_tensor": io["output"]}
 
 
 def _quantizer(float_path: Path):
@@ -156,7 +184,22 @@ def _widen_empty_ranges(result: dict) -> dict:
     return result
 
 
-def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str) -> dict[str, Any]:
+def _io_details(model_path: Path) -> dict[str, dict[str, Any]]:
+    """dtype, scale and zero point of the model's input and output tensors, as stored in the file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path))
+
+    def describe(d: dict) -> dict[str, Any]:
+        scale, zero = d["quantization"]
+        return {"tensor_dtype": np.dtype(d["dtype"]).name, "tensor_scale": float(scale),
+                "tensor_zero_point": int(zero), "shape": [int(v) for v in d["shape"]]}
+
+    return {"input": describe(interpreter.get_input_details()[0]),
+            "output": describe(interpreter.get_output_details()[0])}
+
+
+def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str, input_dtype: str) -> dict[str, Any]:
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import algorithm_manager, qtyping
 
@@ -180,8 +223,9 @@ def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str) -> dic
     signature = interpreter.get_signature_list()
     key = next(iter(signature))
     input_name = signature[key]["inputs"][0]
-    samples = [{input_name: x.transpose(0, 2, 3, 1).copy() if layout == "NHWC" else x}
-               for x in calib.batches("NCHW")]
+    images = calib.images if layout == "NHWC" else calib.images.transpose(0, 3, 1, 2)  # uint8 pixels
+    samples = [{input_name: img[None] if input_dtype == "uint8" else img[None].astype(np.float32) / 255.0}
+               for img in images]
     try:
         result = _widen_empty_ranges(q.calibrate({key: samples}))
         q.quantize(result).export_model(str(out), overwrite=True)
@@ -190,4 +234,4 @@ def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str) -> dic
     return {"type": "full-integer static int8 (ai-edge-quantizer static_wi8_ai8)", "weights": "int8",
             "activations": "int8", "per_channel": plan.per_channel, "calibration": "min-max",
             "calibration_images": len(samples), "kept_float_tensors": sorted(set(kept)),
-            "input": "float32 (quantized inside the model)", "output": "float32"}
+            "input": f"{input_dtype} (quantized inside the model)", "output": "float32"}

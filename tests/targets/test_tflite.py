@@ -40,3 +40,18 @@ def test_manifest_quantization_matches_file(tflite, precision, layout, tiny_dete
         # every conv stores int8 weights except the head's final convs, which the plan keeps float
         assert actual["conv_weights"].get("int8", 0) > 3 * actual["conv_weights"].get("float32", 0) > 0
         assert actual["tensors"].get("int8", 0) > 20  # int8 activations, not just weights
+
+
+def test_uint8_input_takes_raw_pixels(tflite, tiny_detector, calib, tmp_path):
+    import numpy as np
+
+    manifest = export_bundle(tflite, tiny_detector, "int8", QuantPlan(), calib, tmp_path,
+                             {"layout": "NHWC", "input_dtype": "uint8"}, ParityConfig(), {})
+    assert manifest["parity"]["passed"], manifest["parity"]["problems"]
+    assert manifest["input"]["dtype"] == "uint8" and manifest["input"]["tensor_dtype"] == "uint8"
+    assert manifest["output"]["tensor"]["tensor_dtype"] == "float32"
+    run = tflite.open(tmp_path, manifest, threads=1)
+    pixels = calib.parity_images[:1]  # raw uint8 NHWC, as a camera gives them
+    from_pixels = run(pixels)[0]
+    from_floats = run(calib.float_images("parity")[:1])[0]
+    np.testing.assert_allclose(from_pixels, from_floats, atol=1e-6)

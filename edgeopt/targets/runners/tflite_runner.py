@@ -55,7 +55,10 @@ def load_session(model_dir: Path, manifest: dict, threads: int):
         x = np.asarray(batch)
         if layout == "NHWC" and x.ndim == 4 and x.shape[1] == 3 and x.shape[-1] != 3:
             x = x.transpose(0, 2, 3, 1)  # callers may hand NCHW; the model wants NHWC
-        if inp["dtype"] in (np.uint8, np.int8):
+        if inp["dtype"] in (np.uint8, np.int8) and inp["quantization"][0] == 0:
+            if x.dtype != np.uint8:  # plain uint8 input = raw pixels; [0, 1] floats back to pixels
+                x = np.round(np.clip(x, 0.0, 1.0) * 255.0)
+        elif inp["dtype"] in (np.uint8, np.int8):
             scale, zero = inp["quantization"]
             raw_ok = x.dtype == np.uint8 and inp["dtype"] == np.uint8 and abs(scale * 255 - 1) < 1e-6 and zero == 0
             if not raw_ok:  # pixels or [0, 1] floats -> the model's quantized input domain
