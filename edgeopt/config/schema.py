@@ -65,6 +65,34 @@ class QuantizeConfig(Strict):
     keep_float: list[str] = Field(default_factory=list, description="Extra ONNX node-name regexes to keep in float")
 
 
+class RecoveryConfig(Strict):
+    """Accuracy recovery after pruning: fine-tune on labels, or distil from the unpruned model without labels."""
+
+    mode: Literal["auto", "finetune", "distill", "none"] = Field(
+        "auto", description="auto: finetune when 'data' is labelled, else distill")
+    data: DatasetConfig | None = Field(None, description="Training images (labelled for finetune; any for distill)")
+    epochs: int = Field(5, ge=0, le=1000)
+    time_budget_s: float | None = Field(None, gt=0, description="Stop recovery after this many seconds")
+    lr: float = Field(1e-3, gt=0)
+    batch: int = Field(32, ge=1)
+    val_images: int = Field(200, ge=1, description="Validation images for best-checkpoint selection")
+
+
+class PruneConfig(Strict):
+    """Structured (channel) pruning with torch-pruning, then recovery."""
+
+    ratio: float | None = Field(0.3, ge=0.0, lt=1.0, description="Channel pruning ratio per layer group")
+    target_macs_reduction: float | None = Field(None, gt=0.0, lt=1.0,
+                                                description="Instead of ratio: prune until MACs fall by this fraction")
+    importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
+    allocation: Literal["uniform", "global"] = "uniform"
+    round_to: int | None = Field(None, ge=1, description="Channel multiple; default from the quantization plan (8)")
+    ignored: list[str] = Field(default_factory=lambda: ["stem.*", "heads.*"],
+                               description="Module-name globs whose output channels are kept (output convs always are)")
+    overrides: dict[str, float] = Field(default_factory=dict, description="Module-name glob -> pruning ratio")
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
+
+
 class TargetConfig(Strict):
     """One runtime and the precisions to export for it."""
 
@@ -121,6 +149,7 @@ class PipelineConfig(Strict):
     data: DataConfig
     calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
     targets: list[TargetConfig]
     device: str = Field("local", description="Device profile: a name in devices/ or a path to a profile YAML")
     parity: ParityConfig = Field(default_factory=ParityConfig)

@@ -79,8 +79,12 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
                 raise ConfigError(f"int8 for '{t.name}' needs the 'calibrate' and 'quantize' stages")
         targets[t.name] = target
     if "prune" in stages:
-        raise ConfigError("the 'prune' stage is not available in this version of edgeopt",
-                          hint="remove 'prune' from stages")
+        import importlib.util
+
+        from edgeopt.errors import missing_extra
+
+        if importlib.util.find_spec("torch_pruning") is None:
+            raise missing_extra("torch_pruning", "prune")
     device = load_device(config.device)
     for name, target in targets.items():
         reason = target.why_unsupported(device)
@@ -94,6 +98,8 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     detector = load_model(config.model)
     calibration_set = open_dataset(config.data.calibration) if "calibrate" in stages else None
     validation = open_dataset(config.data.validation) if config.data.validation else None
+    recovery_data = config.prune.recovery.data
+    prune_train = open_dataset(recovery_data) if "prune" in stages and recovery_data else None
     if validation is not None and config.benchmark.map and not validation.labelled:
         raise DataError(f"the validation set {validation.source} has no labels",
                         hint="data.validation must be labelled (YOLO labels/ or COCO json) for mAP")
@@ -125,6 +131,22 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
         key = stable_hash("quantize", config.quantize.model_dump(), calib.path.name)
         path = cache.build("quantize", key, lambda d: plan_quantization(config.quantize, calib.stats, d))
         plan = QuantPlan.load(path)
+
+    prune_report = None
+    original = detector  # mAP drops are measured against the unpruned torch model
+    if "prune" in stages:
+        from edgeopt.models.checkpoint import load_detector
+        from edgeopt.models.detector import Detector
+        from edgeopt.stages.prune import prune_stage
+
+        multiple = plan.channel_multiple if plan else 8
+        key = stable_hash("prune", config.prune.model_dump(), detector.key, multiple, data_key,
+                          calib.path.name if calib else None, versions["torch"])
+        path = cache.build("prune", key, lambda d: prune_stage(detector, config.prune, multiple, calib, prune_train,
+                                                               validation, d, log=console.print))
+        prune_report = _read_json(path / "prune.json")
+        detector = Detector(load_detector(path / "pruned.pt"), detector.input_size, detector.class_names,
+                            detector.decoder, source=f"{detector.source} (pruned {key})", key=stable_hash(detector.key, key))
 
     records: list[dict[str, Any]] = []
     bundles: list[tuple[Any, Any, Path, dict]] = []
@@ -161,11 +183,11 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
 
         bcfg = config.benchmark
         device_info = device.describe()
-        ref_key = stable_hash("reference", detector.key, data_key, bcfg.model_dump(), device_info, versions["torch"])
+        ref_key = stable_hash("reference", original.key, data_key, bcfg.model_dump(), device_info, versions["torch"])
         n_val = len(validation) if validation is not None and bcfg.map else 0
         with progress_bar(console, "benchmark: torch fp32 reference", n_val) as advance:
             ref_path = cache.build("benchmark", ref_key,
-                                   lambda d: bench_reference(detector, bcfg, validation, d, advance))
+                                   lambda d: bench_reference(original, bcfg, validation, d, advance))
         ref = _read_json(ref_path / "bench.json")
         records.insert(0, {"target": "torch", "precision": "fp32", "device": device.name, "status": "reference",
                            "reason": "", **{k: v for k, v in ref.items() if k != "per_class"}, "map50_95_drop": 0.0})
@@ -203,7 +225,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
         records.append(record)
 
     run_info = {"name": config.name, "config_hash": config_hash, "device": device_info, "versions": versions,
-                "threads": config.benchmark.threads, "stages": stages, "output": str(out)}
+                "threads": config.benchmark.threads, "stages": stages, "output": str(out), "prune": prune_report}
     from edgeopt.report.results import write_results
 
     write_results(out, run_info, records)

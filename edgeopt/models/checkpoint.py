@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from edgeopt.errors import ModelError
 from edgeopt.models.reference import ReferenceConfig, ReferenceDetector
@@ -36,12 +37,44 @@ def load_checkpoint_dict(path: str | Path) -> dict:
     return data
 
 
+def channel_spec(model: nn.Module) -> dict[str, list[int]]:
+    """Per convolution ``[in, out, groups]`` and per BatchNorm ``[features]``: enough to rebuild a pruned model."""
+    spec: dict[str, list[int]] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            spec[name] = [m.in_channels, m.out_channels, m.groups]
+        elif isinstance(m, nn.BatchNorm2d):
+            spec[name] = [m.num_features]
+    return spec
+
+
+def apply_channel_spec(model: nn.Module, spec: dict[str, list[int]]) -> nn.Module:
+    """Resize the convolutions and BatchNorms of a freshly built model to a (pruned) channel spec, in place."""
+    for name, dims in spec.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = parent.get_submodule(child)
+        if isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(dims[0], dims[1], old.kernel_size, old.stride, old.padding, old.dilation, dims[2],
+                            old.bias is not None)
+        elif isinstance(old, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(dims[0], old.eps, old.momentum)
+        else:
+            raise ModelError(f"channel spec names {name!r}, which is a {type(old).__name__} in this architecture")
+        if isinstance(parent, (nn.Sequential, nn.ModuleList)):
+            parent[int(child)] = new
+        else:
+            setattr(parent, child, new)
+    return model
+
+
 def save_detector(model: ReferenceDetector, path: str | Path) -> Path:
-    """Write ``{"format", "config", "state_dict"}`` atomically (temp file, then rename)."""
+    """Write ``{"format", "config", "channels", "state_dict"}`` atomically (temp file, then rename)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "config": model.config.to_dict(), "state_dict": state}, tmp)
+    torch.save({"format": FORMAT, "config": model.config.to_dict(), "channels": channel_spec(model),
+                "state_dict": state}, tmp)
     tmp.replace(path)
     return path
 
@@ -54,6 +87,8 @@ def load_detector(path: str | Path | None = None) -> ReferenceDetector:
         raise ModelError(f"{path} is not an edgeopt reference-detector file (format {data.get('format')!r}, "
                          f"expected {FORMAT!r})")
     model = ReferenceDetector(ReferenceConfig.from_dict(data["config"]))
+    if data.get("channels"):  # pruned: resize layers before loading weights
+        apply_channel_spec(model, data["channels"])
     try:
         model.load_state_dict(data["state_dict"])
     except RuntimeError as exc:

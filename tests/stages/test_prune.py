@@ -1,0 +1,127 @@
+"""Structured pruning: C2f normalisation, ignored layers, round_to, persistence, recovery."""
+
+import pytest
+import torch
+from torch import nn
+
+from edgeopt.config.schema import PruneConfig, RecoveryConfig
+from edgeopt.models.checkpoint import load_detector, save_detector
+from edgeopt.models.normalize import normalize_for_pruning
+from edgeopt.models.reference import ReferenceConfig, build_reference
+
+tp = pytest.importorskip("torch_pruning", reason="the 'prune' extra is not installed")
+
+from edgeopt.stages.prune import count, output_layers, prune_once, recover  # noqa: E402
+
+
+class Conv(nn.Module):
+    """Ultralytics-style conv block: .conv, .bn, .act."""
+
+    def __init__(self, c1, c2, k=1, s=1):
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c2)
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.cv1, self.cv2 = Conv(c, c, 3), Conv(c, c, 3)
+
+    def forward(self, x):
+        return x + self.cv2(self.cv1(x))
+
+
+class C2f(nn.Module):
+    """The YOLOv8 block: one conv's output is chunked in two."""
+
+    def __init__(self, c1, c2, n=1):
+        super().__init__()
+        self.c = c2 // 2
+        self.cv1 = Conv(c1, 2 * self.c, 1)
+        self.cv2 = Conv((2 + n) * self.c, c2, 1)
+        self.m = nn.ModuleList(Bottleneck(self.c) for _ in range(n))
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        y.extend(m(y[-1]) for m in self.m)
+        return self.cv2(torch.cat(y, 1))
+
+
+def _c2f_net():
+    torch.manual_seed(0)
+    net = nn.Sequential(Conv(3, 32, 3, 2), C2f(32, 64, 2), Conv(64, 64, 3, 2), C2f(64, 64, 1), nn.Conv2d(64, 10, 1))
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(4, 3, 64, 64))  # non-trivial BatchNorm statistics
+    return net.eval()
+
+
+def test_c2f_normalisation_is_output_identical_and_prunable():
+    net = _c2f_net()
+    x = torch.rand(2, 3, 64, 64)
+    before = net(x)
+    replaced = normalize_for_pruning(net)
+    assert replaced == ["1", "3"]
+    assert torch.allclose(net(x), before, atol=1e-6)
+    pruner = tp.pruner.BasePruner(net, x[:1], importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.5,
+                                  ignored_layers=[net[4]], round_to=8)
+    pruner.step()
+    assert net(x).shape == before.shape
+    assert net[1].cv1a.conv.out_channels < 32 and net[1].cv1b.conv.out_channels < 32
+
+
+def _tiny_reference():
+    cfg = ReferenceConfig(widths=(16, 32, 32, 64, 64), depths=(1, 1, 1, 1), neck=(32, 32, 64), head=32,
+                          input_size=64, class_names=("a", "b", "c", "d", "e", "f"))
+    return build_reference(cfg).eval()
+
+
+def test_ignored_layers_untouched_and_round_to_respected():
+    model = _tiny_reference()
+    cfg = PruneConfig(ratio=0.4, ignored=["stem.*", "heads.*"])
+    pruned = prune_once(model, cfg, 0.4, 16, 64, None)
+    orig = dict(model.named_modules())
+    changed = 0
+    for name, m in pruned.named_modules():
+        if not isinstance(m, nn.Conv2d):
+            continue
+        if name.startswith(("stem", "heads")) or name in output_layers(model):
+            assert m.out_channels == orig[name].out_channels, name  # ignored: output channels kept
+        elif m.out_channels != orig[name].out_channels:
+            changed += 1
+            assert m.out_channels % 16 == 0, (name, m.out_channels)
+    assert changed > 5
+    assert count(pruned, 64)[0] < 0.8 * count(model, 64)[0]
+    assert pruned(torch.rand(1, 3, 64, 64)).shape == model(torch.rand(1, 3, 64, 64)).shape
+
+
+def test_pruned_model_round_trips_weights_only(tmp_path):
+    pruned = prune_once(_tiny_reference(), PruneConfig(ratio=0.3), 0.3, 8, 64, None)
+    path = save_detector(pruned, tmp_path / "pruned.pt")
+    data = torch.load(path, weights_only=True)
+    assert "channels" in data
+    loaded = load_detector(path)
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.equal(loaded(x), pruned(x))
+
+
+def test_taylor_importance_and_distillation_recovery(synth_dataset):
+    from edgeopt.data.yolo import read_yolo
+
+    import numpy as np
+
+    teacher = _tiny_reference()
+    images = (np.random.default_rng(0).random((8, 64, 64, 3)) * 255).astype(np.uint8)
+    student = prune_once(teacher, PruneConfig(ratio=0.3, importance="taylor"), 0.3, 8, 64, images)
+    train = read_yolo(synth_dataset, "train")
+    train.labelled = False  # distillation must work without labels
+    cfg = PruneConfig(recovery=RecoveryConfig(mode="auto", epochs=1, batch=8))
+    calls = []
+    student, info = recover(student, teacher, cfg, 64, train, None, lambda m: calls.append(1) or {"map50_95": 0.0},
+                            lambda msg: None)
+    assert info["mode"] == "distill" and info["epochs"] == 1 and len(calls) == 2
