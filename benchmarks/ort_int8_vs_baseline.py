@@ -15,34 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from common import add_timing_args, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def time_blocks(sessions: dict, x: np.ndarray, rounds: int, runs: int) -> dict[str, np.ndarray]:
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    for run in sessions.values():
-        for _ in range(10):
-            run(x)
-    for _ in range(rounds):
-        for name, run in sessions.items():
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                run(x)
-                times[name].append((time.perf_counter() - t0) * 1000)
-    return {k: np.asarray(v) for k, v in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=40)
+    add_timing_args(parser)
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -81,7 +65,7 @@ def main() -> None:
             runs[f"edgeopt onnxruntime {precision}"] = lambda x, s=session: s(x)[0]
 
         x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-        times = time_blocks(runs, x, args.rounds, args.runs)
+        times = time_interleaved(runs, x, args.rounds, args.runs)
         validation = open_dataset(config.data.validation)
         maps = {name: coco_map(validation, predict(run, validation, size)) for name, run in runs.items()}
 

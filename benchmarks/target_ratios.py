@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
+from common import add_timing_args, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,9 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     parser.add_argument("--target", action="append", help="target name (repeatable; default: all in the config)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=40)
+    add_timing_args(parser)
     args = parser.parse_args()
 
     import edgeopt
@@ -43,16 +41,7 @@ def main() -> None:
         runs[(r["target"], r["precision"])] = get_target(r["target"]).open(bundle, manifest, args.threads)
     size = config.model.input_size
     x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    times: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
-    for run in runs.values():
-        for _ in range(10):
-            run(x)
-    for _ in range(args.rounds):
-        for key, run in runs.items():
-            for _ in range(args.runs):
-                t0 = time.perf_counter()
-                run(x)
-                times[key].append((time.perf_counter() - t0) * 1000)
+    times = time_interleaved(runs, x, args.rounds, args.runs)
 
     print(f"\n{args.threads} thread(s); torch fp32 mAP50-95 {ref['map50_95']:.4f}; "
           f"{args.rounds}x{args.runs} interleaved timed runs per row")
