@@ -45,5 +45,14 @@ def run(config: PipelineConfig | str, use_cache: bool = True, **kwargs: Any) -> 
     return run_pipeline(config, use_cache=use_cache, **kwargs)
 
 
-__all__ = ["ConfigError", "DataError", "DependencyError", "DeviceError", "EdgeoptError", "ExportError",
+def __getattr__(name: str) -> Any:
+    """Lazy public names that need torch: ``edgeopt.Detector``."""
+    if name == "Detector":
+        from edgeopt.models.detector import Detector
+
+        return Detector
+    raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")
+
+
+__all__ = ["Detector", "ConfigError", "DataError", "DependencyError", "DeviceError", "EdgeoptError", "ExportError",
            "ModelError", "ParityError", "load_config", "run", "__version__"]

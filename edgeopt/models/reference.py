@@ -158,13 +158,7 @@ class ReferenceDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Deployable output ``(B, 4 + C, N)``: normalised cx, cy, w, h and sigmoid class scores."""
-        raw = self.forward_raw(x)
-        boxes, logits = decode_raw(raw, x.shape[-2], x.shape[-1])
-        h, w = x.shape[-2], x.shape[-1]
-        scale = torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device).view(1, 4, 1)
-        xy = (boxes[:, :2] + boxes[:, 2:]) * 0.5
-        wh = boxes[:, 2:] - boxes[:, :2]
-        return torch.cat((torch.cat((xy, wh), 1) / scale, logits.sigmoid()), 1)
+        return deployable_output(self.forward_raw(x), x.shape[-2], x.shape[-1])
 
 
 def anchor_points(raw: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +189,15 @@ def decode_raw(
     pts = points.T.unsqueeze(0)  # (1, 2, N)
     boxes = torch.cat((pts - dist[:, :2], pts + dist[:, 2:]), 1)
     return boxes, logits
+
+
+def deployable_output(raw: list[tuple[torch.Tensor, torch.Tensor]], height: int, width: int) -> torch.Tensor:
+    """``(B, 4 + C, N)``: box centre and size normalised by the input size, then sigmoid class scores."""
+    boxes, logits = decode_raw(raw, height, width)
+    scale = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device).view(1, 4, 1)
+    xy = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+    wh = boxes[:, 2:] - boxes[:, :2]
+    return torch.cat((torch.cat((xy, wh), 1) / scale, logits.sigmoid()), 1)
 
 
 def build_reference(config: ReferenceConfig | None = None) -> ReferenceDetector:

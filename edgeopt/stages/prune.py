@@ -126,7 +126,8 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: PruneConfig, size: int,
     """Fine-tune (labels) or distil (no labels) the pruned model; keep the best epoch by validation mAP."""
     from edgeopt.models.augment import augment_batch
     from edgeopt.models.loss import DetectionLoss
-    from edgeopt.models.train import preload
+    from edgeopt.models.reference import deployable_output
+    from edgeopt.models.train import ModelEMA, preload
 
     rc = cfg.recovery
     mode = rc.mode
@@ -136,12 +137,16 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: PruneConfig, size: int,
         return student, {"mode": "none", "epochs": 0}
     if mode == "finetune" and not train_set.labelled:
         raise ConfigError("prune.recovery.mode finetune needs labelled prune.recovery.data", hint="use distill")
+    if mode == "finetune" and not hasattr(student, "forward_raw"):
+        raise ConfigError("prune.recovery.mode finetune needs a detector with a training loss", hint="use distill")
     images, targets = preload(train_set, size)
     rng = np.random.default_rng(0)
     loss_fn = DetectionLoss(len(train_set.class_names) or 1)
     optimizer = torch.optim.AdamW(student.parameters(), lr=rc.lr, weight_decay=5e-4)
     steps = max(1, len(images) // rc.batch)
     total = steps * rc.epochs
+    warmup = min(100, total // 10)
+    ema = ModelEMA(student, tau=max(50.0, steps / 2))  # the EMA is what gets evaluated and kept, as in training
     best_map, best_state = evaluate(student)["map50_95"], copy.deepcopy(student.state_dict())
     history = [{"epoch": 0, "map50_95": best_map}]
     teacher.eval()
@@ -151,27 +156,34 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: PruneConfig, size: int,
         student.train()
         order = rng.permutation(len(images))
         for step in range(steps):
-            lr = rc.lr * 0.5 * (1 + math.cos(math.pi * it / total))
+            lr = rc.lr * (it / warmup if it < warmup else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * it / total)))
             for g in optimizer.param_groups:
                 g["lr"] = lr
             idx = order[step * rc.batch : (step + 1) * rc.batch]
             x, t = augment_batch(images[idx].float() / 255, [targets[i] for i in idx], rng, images, targets, 0.0)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                if mode == "finetune":
-                    loss, _ = loss_fn(student.forward_raw(x), t, (size, size))
+                with torch.no_grad():
+                    teacher_out = teacher(x).float()
+                # the teacher's outputs guide both modes; labels add the detector's own loss when known
+                if hasattr(student, "forward_raw"):  # one forward pass serves both losses
+                    raw = student.forward_raw(x)
+                    out = deployable_output(raw, size, size)
                 else:
-                    with torch.no_grad():
-                        teacher_out = teacher(x).float()
-                    loss = distill_loss(student(x).float(), teacher_out)
+                    out = student(x)
+                loss = distill_loss(out.float(), teacher_out)
+                if mode == "finetune":
+                    loss = loss + loss_fn(raw, t, (size, size))[0]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
             optimizer.step()
+            ema.update(student)
             it += 1
-        metrics = evaluate(student)
+        metrics = evaluate(ema.ema)
         history.append({"epoch": epoch + 1, "map50_95": metrics["map50_95"], "seconds": round(time.time() - start, 1)})
         log(f"recovery ({mode}) epoch {epoch + 1}/{rc.epochs}: mAP50-95 {metrics['map50_95']:.4f}")
         if metrics["map50_95"] > best_map:
-            best_map, best_state = metrics["map50_95"], copy.deepcopy(student.state_dict())
+            best_map, best_state = metrics["map50_95"], copy.deepcopy(ema.ema.state_dict())
         if rc.time_budget_s and time.time() - start > rc.time_budget_s:
             break
     student.load_state_dict(best_state)

@@ -89,3 +89,20 @@ def test_import_is_lean():
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_prune_stage_in_the_pipeline(tmp_path):
+    pytest.importorskip("torch_pruning", reason="the 'prune' extra is not installed")
+    config = write_config(
+        tmp_path, stages=["calibrate", "quantize", "prune", "export", "benchmark"],
+        prune={"ratio": 0.2, "recovery": {"mode": "distill", "epochs": 1, "batch": 8,
+                                          "data": {"path": "synthetic", "split": "train", "seed": 3, "images": 16}}},
+        targets=[{"name": "onnxruntime", "precisions": ["fp32"]}])
+    result = edgeopt.run(edgeopt.load_config(str(config)))
+    report = result.run_info["prune"]
+    assert report["macs_reduction"] > 0.2 and report["recovery"]["mode"] == "distill"
+    assert report["after_recovery"]["params"] < report["before"]["params"]
+    row = [r for r in result.records if r["target"] == "onnxruntime"][0]
+    assert row["status"] == "passed" and row["parity_cosine"] > 0.9999  # the pruned graph exports exactly
+    again = edgeopt.run(edgeopt.load_config(str(config)))
+    assert again.cache_misses == []
