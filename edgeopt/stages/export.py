@@ -46,6 +46,7 @@ def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, 
         "class_names": detector.class_names,
         "quantization": details.get("quantization"),
         "runtime": {"versions": target.versions(), **details.get("runtime", {})},
+        **({"ncnn": details["ncnn"]} if "ncnn" in details else {}),
         "lineage": lineage,
     }
     write_manifest(out_dir, manifest)

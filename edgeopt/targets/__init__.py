@@ -14,6 +14,7 @@ TARGETS: dict[str, tuple[str, str, str]] = {
     "onnxruntime": ("edgeopt.targets.onnxruntime", "OnnxRuntimeTarget", "onnx"),
     "openvino": ("edgeopt.targets.openvino", "OpenVinoTarget", "openvino"),
     "tflite": ("edgeopt.targets.tflite", "TFLiteTarget", "tflite"),
+    "ncnn": ("edgeopt.targets.ncnn", "NcnnTarget", "ncnn"),
 }
 
 

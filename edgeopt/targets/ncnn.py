@@ -1,0 +1,56 @@
+"""NCNN target: pnnx converts the traced torch module to ncnn .param/.bin (fp32 weights, or fp16-stored weights).
+
+INT8 (ncnn's own calibration table + int8 weight writer) is not available yet; see the NCNN issue.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgeopt.errors import ConfigError, ExportError
+from edgeopt.targets.base import Target
+
+
+def convert_with_pnnx(detector, out_dir: Path, fp16: bool) -> tuple[Path, Path]:
+    """torch -> TorchScript -> pnnx -> ``model.param`` / ``model.bin`` in ``out_dir``."""
+    import pnnx
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        traced = Path(tmp) / "model.pt"
+        try:
+            with torch.no_grad():
+                pnnx.export(detector.module.eval(), str(traced), inputs=detector.example_input(), fp16=fp16)
+        except Exception as exc:
+            raise ExportError(f"pnnx conversion failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+        param, weights = Path(tmp) / "model.ncnn.param", Path(tmp) / "model.ncnn.bin"
+        if not param.is_file() or not weights.is_file():
+            raise ExportError("pnnx wrote no ncnn model (model.ncnn.param/.bin missing)")
+        shutil.move(param, out_dir / "model.param")
+        shutil.move(weights, out_dir / "model.bin")
+    return out_dir / "model.param", out_dir / "model.bin"
+
+
+class NcnnTarget(Target):
+    name = "ncnn"
+    extra = "ncnn"
+    precisions = ("fp32", "fp16")
+    modules = ("pnnx", "ncnn")
+    runner = "edgeopt.targets.runners.ncnn_runner"
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        return {"ncnn": version("ncnn"), "pnnx": version("pnnx")}
+
+    def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+        if precision not in self.precisions:
+            raise ConfigError(f"target ncnn has no precision '{precision}'", hint=f"use one of {self.precisions}")
+        convert_with_pnnx(detector, out_dir, fp16=precision == "fp16")
+        quantization = None if precision == "fp32" else {"type": "fp16-stored weights, fp32 compute on x86",
+                                                         "weights": "float16"}
+        return {"model_files": ["model.param", "model.bin"], "quantization": quantization,
+                "ncnn": {"inputs": ["in0"], "outputs": ["out0"]}}
