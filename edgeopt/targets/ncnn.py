@@ -1,6 +1,6 @@
-"""NCNN target: pnnx converts the traced torch module to ncnn .param/.bin (fp32 weights, or fp16-stored weights).
-
-INT8 (ncnn's own calibration table + int8 weight writer) is not available yet; see the NCNN issue.
+"""NCNN target: pnnx converts the traced torch module to ncnn .param/.bin (fp32 weights, or fp16-stored
+weights); int8 is calibrated and written by edgeopt itself (:mod:`edgeopt.targets.ncnn_int8`), since no
+package in reach ships ncnn2table/ncnn2int8.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from edgeopt.errors import ConfigError, ExportError
 from edgeopt.targets.base import Target
+from edgeopt.targets.ncnn_int8 import table_text, write_int8
 
 
 def convert_with_pnnx(detector, out_dir: Path, fp16: bool) -> tuple[Path, Path]:
@@ -37,7 +38,7 @@ def convert_with_pnnx(detector, out_dir: Path, fp16: bool) -> tuple[Path, Path]:
 class NcnnTarget(Target):
     name = "ncnn"
     extra = "ncnn"
-    precisions = ("fp32", "fp16")
+    precisions = ("fp32", "fp16", "int8")
     modules = ("pnnx", "ncnn")
     runner = "edgeopt.targets.runners.ncnn_runner"
 
@@ -49,8 +50,24 @@ class NcnnTarget(Target):
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
         if precision not in self.precisions:
             raise ConfigError(f"target ncnn has no precision '{precision}'", hint=f"use one of {self.precisions}")
-        convert_with_pnnx(detector, out_dir, fp16=precision == "fp16")
-        quantization = None if precision == "fp32" else {"type": "fp16-stored weights, fp32 compute on x86",
-                                                         "weights": "float16"}
-        return {"model_files": ["model.param", "model.bin"], "quantization": quantization,
-                "ncnn": {"inputs": ["in0"], "outputs": ["out0"]}}
+        io = {"inputs": ["in0"], "outputs": ["out0"]}
+        if precision != "int8":
+            convert_with_pnnx(detector, out_dir, fp16=precision == "fp16")
+            quantization = None if precision == "fp32" else {"type": "fp16-stored weights, fp32 compute on x86",
+                                                             "weights": "float16"}
+            return {"model_files": ["model.param", "model.bin"], "quantization": quantization, "ncnn": io}
+        method = str(options.get("calibration", "kl"))
+        if method not in ("kl", "max"):
+            raise ConfigError(f"ncnn option calibration must be 'kl' or 'max', got {method!r}")
+        with tempfile.TemporaryDirectory() as tmp:
+            param, weights = convert_with_pnnx(detector, Path(tmp), fp16=False)
+            fp32_size = weights.stat().st_size
+            result = write_int8(param, weights, out_dir / "model.param", out_dir / "model.bin", calib.images,
+                                io["inputs"][0], io["outputs"], keep_head_float=plan.keep_head_float, method=method)
+        (out_dir / "calibration.table").write_text(table_text(result["table"]))
+        quantization = {"type": "ncnn int8 (int8_scale_term), written by edgeopt", "weights": "int8 per output channel",
+                        "activations": "int8 per layer input, dequantized at each conv output",
+                        "calibration": method, "calibration_images": int(len(calib.images)),
+                        "quantized_layers": len(result["quantized_layers"]), "kept_float": result["kept_float"],
+                        "bin_bytes_fp32": fp32_size, "bin_bytes_int8": (out_dir / "model.bin").stat().st_size}
+        return {"model_files": ["model.param", "model.bin"], "quantization": quantization, "ncnn": io}

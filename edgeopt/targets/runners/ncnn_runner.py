@@ -31,13 +31,13 @@ def load_session(model_dir: Path, manifest: dict, threads: int):
     def run(batch):
         x = np.ascontiguousarray(np.asarray(batch, dtype=np.float32)[0])
         ex = net.create_extractor()
-        ex.input(inputs[0], ncnn.Mat(x))
+        ex.input(inputs[0], ncnn.Mat(x).clone())  # Mat wraps the array without copying
         results = []
         for name in outputs:
             ret, out = ex.extract(name)
             if ret != 0:
                 raise RuntimeError(f"ncnn extract {name} failed ({ret})")
-            results.append(np.array(out)[None])
+            results.append(np.array(out, copy=True)[None])
         return results
 
     return run
