@@ -49,7 +49,7 @@ def main() -> None:
           f"{'drop pt':>8s}")
     for (target, precision), t in times.items():
         fp32 = times.get((target, "fp32"))
-        ratio = np.median(t) / np.median(fp32) if fp32 else float("nan")
+        ratio = np.median(t) / np.median(fp32) if fp32 is not None else float("nan")
         row = next(r for r in rows if (r["target"], r["precision"]) == (target, precision))
         print(f"{target:12s} {precision:9s} {np.median(t):9.2f} {np.percentile(t, 90):7.2f} {ratio:8.3f} "
               f"{row['map50_95']:9.4f} {row['map50_95_drop'] * 100:8.2f}")
