@@ -73,8 +73,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
         target = get_target(t.name)
         target.check_available()
         for p in t.precisions:
-            if p not in target.precisions:
-                raise ConfigError(f"target '{t.name}' has no precision '{p}'", hint=f"it offers {', '.join(target.precisions)}")
+            target.check_precision(p)
             if p == "int8" and not {"calibrate", "quantize"} <= set(stages):
                 raise ConfigError(f"int8 for '{t.name}' needs the 'calibrate' and 'quantize' stages")
         targets[t.name] = target
@@ -155,13 +154,14 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
 
         for t in config.targets:
             target = targets[t.name]
+            code = _code_hash(target)
             for precision in t.precisions:
                 lineage = {"config_hash": config_hash, "model": detector.source, "model_key": detector.key,
                            "calibration_key": calib.path.name if calib else None, "versions": versions}
                 key = stable_hash("export", t.name, precision, t.options, detector.key,
                                   calib.path.name if calib and precision == "int8" else None,
                                   plan.to_dict() if plan and precision == "int8" else None,
-                                  config.parity.model_dump(), versions, _code_hash(target))
+                                  config.parity.model_dump(), versions, code)
                 base = {"target": t.name, "precision": precision, "device": device.name}
                 skip = target.precision_unsupported(precision)
                 if skip:
@@ -211,8 +211,8 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
             if ref and ref.get("map50_95") is not None and bench.get("map50_95") is not None:
                 record["map50_95_drop"] = ref["map50_95"] - bench["map50_95"]
         record["session_options"] = _session_options(target, config.benchmark.threads, manifest)
+        dest = out / "artifacts" / f"{t.name}-{manifest['precision']}"
         if par["passed"]:
-            dest = out / "artifacts" / f"{t.name}-{manifest['precision']}"
             dest.parent.mkdir(exist_ok=True)
             _ship(path, dest)
             record["artifact"] = str(dest)
@@ -220,8 +220,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
             err = ParityError(f"{t.name} {manifest['precision']} failed parity: {record['reason']}",
                               hint="not shipped; see the manifest in " + str(path))
             console.print(f"[bold red]error:[/] {escape(str(err))}")
-            stale = out / "artifacts" / f"{t.name}-{manifest['precision']}"
-            shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(dest, ignore_errors=True)  # a bundle shipped by an earlier run is no longer valid
         records.append(record)
 
     run_info = {"name": config.name, "config_hash": config_hash, "device": device_info, "versions": versions,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,30 +30,44 @@ def bench_artifact(target, device, bundle: Path, manifest: dict, cfg: BenchmarkC
     return record
 
 
-def bench_reference(detector, cfg: BenchmarkConfig, validation, out_dir: Path,
-                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """The PyTorch fp32 reference: mAP through the shared decoder and in-process latency at the same threads."""
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run torch at ``threads`` intra-op threads inside the block, restoring the previous count after."""
     import torch
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(threads)
     try:
-        infer = torch_infer(detector.module)
-        x = np.full((1, 3, detector.input_size, detector.input_size), 114 / 255.0, np.float32)
-        for _ in range(cfg.warmup):
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def torch_latency_ms(module, size: int, threads: int, warmup: int, runs: int) -> np.ndarray:
+    """Milliseconds per call of a torch module on one grey ``size`` x ``size`` image, at ``threads`` threads."""
+    with torch_threads(threads):
+        infer = torch_infer(module)
+        x = np.full((1, 3, size, size), 114 / 255.0, np.float32)
+        for _ in range(warmup):
             infer(x)
         times = []
-        for _ in range(cfg.runs):
+        for _ in range(runs):
             t0 = time.perf_counter()
             infer(x)
             times.append((time.perf_counter() - t0) * 1000.0)
-        t = np.asarray(times)
-        record: dict[str, Any] = {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
-                                  "latency_ms_min": float(t.min()), "threads": cfg.threads, "runs": cfg.runs}
-        if validation is not None:
-            metrics = coco_map(validation, predict(infer, validation, detector.input_size, batch=8, progress=progress))
-            record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
-    finally:
-        torch.set_num_threads(previous)
+    return np.asarray(times)
+
+
+def bench_reference(detector, cfg: BenchmarkConfig, validation, out_dir: Path,
+                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The PyTorch fp32 reference: mAP through the shared decoder and in-process latency at the same threads."""
+    t = torch_latency_ms(detector.module, detector.input_size, cfg.threads, cfg.warmup, cfg.runs)
+    record: dict[str, Any] = {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
+                              "latency_ms_min": float(t.min()), "threads": cfg.threads, "runs": cfg.runs}
+    if validation is not None:
+        with torch_threads(cfg.threads):
+            metrics = coco_map(validation, predict(torch_infer(detector.module), validation, detector.input_size,
+                                                   batch=8, progress=progress))
+        record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record

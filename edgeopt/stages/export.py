@@ -23,6 +23,7 @@ from edgeopt.eval.predict import torch_infer
 def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any],
                   parity_cfg: ParityConfig, lineage: dict[str, Any]) -> dict[str, Any]:
     """Export, write ``run.py`` and the manifest, run the parity check; returns the manifest."""
+    target.check_precision(precision)
     with captured_output() as log:  # converters' chatter; quoted only when they fail
         try:
             details = target.export(detector, precision, plan, calib, out_dir, options)

@@ -191,28 +191,12 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: PruneConfig, size: int,
                             "best_map50_95": best_map, "history": history}
 
 
-def _latency_ms(model: nn.Module, size: int, runs: int = 30) -> float:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    x = torch.zeros(1, 3, size, size)
-    with torch.inference_mode():
-        for _ in range(5):
-            model(x)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - t0) * 1000)
-    torch.set_num_threads(previous)
-    return float(np.median(times))
-
-
 def prune_stage(detector, cfg: PruneConfig, channel_multiple: int, calib, train_set, val_set, out_dir: Path,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
     """Prune + recover ``detector.module``; write ``pruned.pt`` and ``prune.json`` (before/after figures)."""
-    from edgeopt.eval.coco_map import coco_map
-    from edgeopt.eval.predict import predict, torch_infer
+    from edgeopt.models.train import evaluate_model
     from edgeopt.models.checkpoint import save_detector
+    from edgeopt.stages.benchmark import torch_latency_ms
 
     size = detector.input_size
     round_to = cfg.round_to or channel_multiple
@@ -220,12 +204,12 @@ def prune_stage(detector, cfg: PruneConfig, channel_multiple: int, calib, train_
     def evaluate(model: nn.Module) -> dict:
         if val_set is None:
             return {"map50_95": float("nan"), "map50": float("nan")}
-        return coco_map(val_set, predict(torch_infer(model), val_set, size, batch=16))
+        return evaluate_model(model, val_set, size)
 
     def figures(model: nn.Module) -> dict[str, Any]:
         macs, params = count(model, size)
         m = evaluate(model)
-        return {"macs": macs, "params": params, "latency_ms_torch_1thread": _latency_ms(model, size),
+        return {"macs": macs, "params": params, "latency_ms_torch_1thread": float(np.median(torch_latency_ms(model, size, 1, 5, 30))),
                 "map50_95": m["map50_95"], "map50": m["map50"]}
 
     teacher = detector.module.eval()

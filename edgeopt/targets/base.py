@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import missing_extra
+from edgeopt.errors import ConfigError, missing_extra
 
 
 class Target(ABC):
@@ -37,6 +37,12 @@ class Target(ABC):
     def why_unsupported(self, device: Any) -> str | None:
         """None if ``device`` can run this target, else the reason."""
         return None
+
+    def check_precision(self, precision: str) -> None:
+        """Raise a ConfigError for a precision this target does not offer."""
+        if precision not in self.precisions:
+            raise ConfigError(f"target '{self.name}' has no precision '{precision}'",
+                              hint=f"it offers {', '.join(self.precisions)}")
 
     def precision_unsupported(self, precision: str) -> str | None:
         """None if this machine can produce and run ``precision``, else why not (the row is then skipped)."""

@@ -48,8 +48,6 @@ class NcnnTarget(Target):
         return {"ncnn": version("ncnn"), "pnnx": version("pnnx")}
 
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-        if precision not in self.precisions:
-            raise ConfigError(f"target ncnn has no precision '{precision}'", hint=f"use one of {self.precisions}")
         io = {"inputs": ["in0"], "outputs": ["out0"]}
         if precision != "int8":
             convert_with_pnnx(detector, out_dir, fp16=precision == "fp16")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import ExportError
+from edgeopt.targets.graph import head_tail
 
 MAGIC = "7767517"
 TAG_FP32, TAG_FP16, TAG_INT8 = 0x00000000, 0x01306B47, 0x000D4B38
@@ -238,17 +239,10 @@ def quantize_layer(layer: Layer, w_scales: np.ndarray, in_scale: float) -> None:
 def head_tail_layers(layers: list[Layer], outputs: list[str]) -> set[str]:
     """Names of the last convolutions feeding ``outputs`` (walking back from them, stopping at convolutions)."""
     producer = {top: layer for layer in layers for top in layer.tops}
-    found, seen, stack = set(), set(), list(outputs)
-    while stack:
-        layer = producer.get(stack.pop())
-        if layer is None or layer.name in seen:
-            continue
-        seen.add(layer.name)
-        if layer.type in QUANTIZABLE:
-            found.add(layer.name)
-            continue
-        stack.extend(layer.bottoms)
-    return found
+    convs, _ = head_tail((producer[o] for o in outputs if o in producer),
+                         parents=lambda ly: [producer[b] for b in ly.bottoms if b in producer],
+                         is_conv=lambda ly: ly.type in QUANTIZABLE, ident=lambda ly: ly.name)
+    return {ly.name for ly in convs}
 
 
 def write_int8(param: Path, weights: Path, out_param: Path, out_weights: Path, images: np.ndarray,

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from edgeopt.errors import ExportError
+from edgeopt.targets.graph import head_tail
 
 OPSET = 17
 INPUT_NAME = "images"
@@ -49,16 +50,7 @@ def head_tail_nodes(model) -> tuple[list[str], list[str]]:
     coarsens boxes, so the plan keeps them in float by default.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
-    convs, decode, seen = [], [], set()
-    stack = [o.name for o in model.graph.output]
-    while stack:
-        node = producer.get(stack.pop())
-        if node is None or node.name in seen:
-            continue
-        seen.add(node.name)
-        if node.op_type == "Conv":
-            convs.append(node.name)
-            continue
-        decode.append(node.name)
-        stack.extend(node.input)
-    return convs, decode
+    convs, decode = head_tail((producer[o.name] for o in model.graph.output if o.name in producer),
+                              parents=lambda n: [producer[i] for i in n.input if i in producer],
+                              is_conv=lambda n: n.op_type == "Conv", ident=lambda n: n.name)
+    return [n.name for n in convs], [n.name for n in decode]

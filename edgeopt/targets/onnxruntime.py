@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import ConfigError, ExportError
+from edgeopt.errors import ExportError
 from edgeopt.targets.base import Target
 from edgeopt.targets.onnx_export import INPUT_NAME, export_onnx, head_tail_nodes
 
@@ -31,8 +31,6 @@ class OnnxRuntimeTarget(Target):
         return {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim.__version__}
 
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-        if precision not in self.precisions:
-            raise ConfigError(f"target onnxruntime has no precision '{precision}'", hint=f"use one of {self.precisions}")
         fp32 = export_onnx(detector, out_dir / ("model.onnx" if precision == "fp32" else "model_fp32.onnx"))
         if precision == "fp32":
             return {"model_files": ["model.onnx"], "quantization": None}

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeopt.errors import ConfigError, ExportError
 from edgeopt.targets.base import Target
+from edgeopt.targets.graph import head_tail
 from edgeopt.targets.onnx_export import export_onnx
 
 
@@ -28,19 +29,12 @@ def cpu_supports_bf16() -> bool:
 
 def head_tail_names(model) -> list[str]:
     """Friendly names of the final Convolutions feeding the outputs and the decode nodes after them."""
-    names, seen = [], set()
-    stack = [r.input_value(0).get_node() for r in model.get_results()]
-    while stack:
-        node = stack.pop()
-        name = node.get_friendly_name()
-        if name in seen or node.get_type_name() in ("Constant", "Parameter"):
-            continue
-        seen.add(name)
-        names.append(name)
-        if node.get_type_name() == "Convolution":
-            continue
-        stack.extend(v.get_node() for v in node.input_values())
-    return names
+    convs, decode = head_tail((r.input_value(0).get_node() for r in model.get_results()),
+                              parents=lambda n: [v.get_node() for v in n.input_values()
+                                                 if v.get_node().get_type_name() not in ("Constant", "Parameter")],
+                              is_conv=lambda n: n.get_type_name() == "Convolution",
+                              ident=lambda n: n.get_friendly_name())
+    return [n.get_friendly_name() for n in decode + convs]
 
 
 class OpenVinoTarget(Target):
@@ -64,8 +58,6 @@ class OpenVinoTarget(Target):
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
         import openvino as ov
 
-        if precision not in self.precisions:
-            raise ConfigError(f"target openvino has no precision '{precision}'", hint=f"use one of {self.precisions}")
         reason = self.precision_unsupported(precision)
         if reason:
             raise ExportError(reason)

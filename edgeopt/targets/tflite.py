@@ -24,6 +24,7 @@ import numpy as np
 
 from edgeopt.errors import ConfigError, ExportError
 from edgeopt.targets.base import Target
+from edgeopt.targets.graph import head_tail
 
 
 class _RawPixels:
@@ -80,17 +81,10 @@ def head_tail_tensors(model_path: Path) -> list[str]:
     ops, tensors, outputs = _ops(model_path)
     names = {t["index"]: t["name"] for t in tensors}
     producer = {out: op for op in ops for out in op["outputs"]}
-    found, seen, stack = [], set(), list(outputs)
-    while stack:
-        op = producer.get(stack.pop())
-        if op is None or op["index"] in seen:
-            continue
-        seen.add(op["index"])
-        found += [names[o] for o in op["outputs"]]
-        if op["op_name"] == "CONV_2D":
-            continue
-        stack.extend(i for i in op["inputs"] if i >= 0)
-    return found
+    convs, decode = head_tail((producer[o] for o in outputs if o in producer),
+                              parents=lambda op: [producer[i] for i in op["inputs"] if i in producer],
+                              is_conv=lambda op: op["op_name"] == "CONV_2D", ident=lambda op: op["index"])
+    return [names[o] for op in decode + convs for o in op["outputs"]]
 
 
 def tensor_types(model_path: Path) -> dict[str, int]:
@@ -126,8 +120,6 @@ class TFLiteTarget(Target):
         return {p: version(p) for p in ("litert-torch", "ai-edge-quantizer", "ai-edge-litert")}
 
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
-        if precision not in self.precisions:
-            raise ConfigError(f"target tflite has no precision '{precision}'", hint=f"use one of {self.precisions}")
         layout = str(options.get("layout", "NHWC")).upper()
         if layout not in ("NCHW", "NHWC"):
             raise ConfigError(f"tflite option layout must be NCHW or NHWC, got {layout!r}")
@@ -203,23 +195,20 @@ def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str, input_
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import algorithm_manager, qtyping
 
-    if not plan.per_channel:
-        granularity = qtyping.QuantGranularity.TENSORWISE
-    else:
-        granularity = qtyping.QuantGranularity.CHANNELWISE
+    granularity = qtyping.QuantGranularity.CHANNELWISE if plan.per_channel else qtyping.QuantGranularity.TENSORWISE
+    interpreter = Interpreter(model_path=str(float_path))
     q = _quantizer(float_path)
     q.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=8,
                         weight_num_bits=8, weight_granularity=granularity)
     kept: list[str] = []
     if plan.keep_head_float:
         kept = head_tail_tensors(float_path)
-    kept += [t["name"] for t in Interpreter(model_path=str(float_path)).get_tensor_details()
+    kept += [t["name"] for t in interpreter.get_tensor_details()
              if any(re.search(p, t["name"]) for p in plan.keep_float)]
     if kept:  # later configs win: these ops stay float
         scope = "^(?:" + "|".join(re.escape(n) for n in sorted(set(kept))) + ");$"
         q.update_quantization_recipe(regex=scope, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                      algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
-    interpreter = Interpreter(model_path=str(float_path))
     signature = interpreter.get_signature_list()
     key = next(iter(signature))
     input_name = signature[key]["inputs"][0]
