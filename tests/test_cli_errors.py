@@ -98,7 +98,8 @@ def test_unwritable_output_directory(tmp_path):
 
 @pytest.mark.parametrize("module, extra, target", [("onnxruntime", "onnx", "onnxruntime"),
                                                     ("openvino", "openvino", "openvino"),
-                                                    ("litert_torch", "tflite", "tflite")])
+                                                    ("litert_torch", "tflite", "tflite"),
+                                                    ("pnnx", "ncnn", "ncnn")])
 def test_missing_optional_runtime_names_the_extra(tmp_path, module, extra, target):
     # hide the package, as when the extra is not installed
     fake = tmp_path / "fake"
@@ -110,6 +111,25 @@ def test_missing_optional_runtime_names_the_extra(tmp_path, module, extra, targe
     proc = edgeopt("run", str(cfg), env={"PYTHONPATH": f"{fake}:{ROOT}"})
     assert_clean_failure(proc, f"'{module}' is not installed", f"pip install 'edgeopt[{extra}]'")
     assert not (tmp_path / "run").exists()
+
+
+def test_missing_pruning_extra_names_it(tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sitecustomize.py").write_text(
+        "import importlib.util\n_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'torch_pruning' else _find(n, *a)\n")
+    cfg = write_config(tmp_path, stages=["calibrate", "quantize", "prune", "export"])
+    proc = edgeopt("run", str(cfg), env={"PYTHONPATH": f"{fake}:{ROOT}"})
+    assert_clean_failure(proc, "'torch_pruning' is not installed", "pip install 'edgeopt[prune]'")
+    assert not (tmp_path / "run").exists()
+
+
+def test_precision_a_target_does_not_offer(tmp_path):
+    cfg = write_config(tmp_path, targets=[{"name": "onnxruntime", "precisions": ["bf16"]}])
+    proc = edgeopt("run", str(cfg))
+    assert_clean_failure(proc, "target 'onnxruntime' has no precision 'bf16'", "it offers fp32, int8")
+    assert proc.returncode == 2 and not (tmp_path / "run").exists()
 
 
 def test_bad_override_and_bad_dataset_for_eval(tmp_path):
