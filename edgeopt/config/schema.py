@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,15 +18,32 @@ class Strict(BaseModel):
 
 
 class ModelConfig(Strict):
-    """Where the detector comes from."""
+    """Where the detector comes from: the embedded reference, edgeopt weights, an Ultralytics checkpoint, any torch
+    module built by a factory, or an ONNX file."""
 
-    source: str = Field("reference", description="'reference' (the embedded detector) or a path to edgeopt weights (.pt)")
-    input_size: int = Field(320, ge=32, le=2048, description="Square model input side in pixels (multiple of 32)")
+    source: str = Field("reference", description=(
+        "'reference' (the embedded detector), a .pt file (edgeopt weights or an Ultralytics YOLO checkpoint), "
+        "an .onnx file, or 'package.module:factory' (a function returning a torch module)"))
+    input_size: int | None = Field(None, ge=32, le=2048, description=(
+        "Square model input side in pixels (multiple of 32); default: the checkpoint's training size, else 320"))
+    trust_pickle: bool = Field(False, description=(
+        "Allow loading a checkpoint that is a full Python pickle (Ultralytics .pt): it can run code, so opt in "
+        "only for files you trust"))
+    weights: str | None = Field(None, description="For 'module:factory': a state_dict file loaded into the module")
+    factory_args: dict[str, Any] = Field(default_factory=dict, description="For 'module:factory': keyword arguments")
+    decoder: str = Field("yolo", description=(
+        "For 'module:factory' and .onnx: the output layout, 'yolo' ((1, 4 + C, N), cx cy w h in input pixels, "
+        "then class scores in [0, 1]), 'yolo_normalized' (boxes divided by the input size), 'end2end' "
+        "((1, K, 6): x1 y1 x2 y2 in pixels, score, class), or 'package.module:function' (torch code mapping the "
+        "module's output to the 'yolo' layout, traced into every export)"))
+    class_names: list[str] | None = Field(None, description=(
+        "Class names, for sources that do not carry them (default: from the checkpoint or ONNX metadata, "
+        "else the validation set)"))
 
     @field_validator("input_size")
     @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 32:
+    def _multiple_of_32(cls, v: int | None) -> int | None:
+        if v is not None and v % 32:
             raise ValueError(f"must be a multiple of 32 (the largest stride), got {v}")
         return v
 
@@ -87,8 +104,9 @@ class PruneConfig(Strict):
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
     allocation: Literal["uniform", "global"] = "uniform"
     round_to: int | None = Field(None, ge=1, description="Channel multiple; default from the quantization plan (8)")
-    ignored: list[str] = Field(default_factory=lambda: ["stem.*", "heads.*"],
-                               description="Module-name globs whose output channels are kept (output convs always are)")
+    ignored: list[str] | None = Field(None, description=(
+        "Module-name globs whose output channels are kept (output convs always are); default: the model's own "
+        "(stem and detection head; for Ultralytics models also attention blocks)"))
     overrides: dict[str, float] = Field(default_factory=dict, description="Module-name glob -> pruning ratio")
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
 

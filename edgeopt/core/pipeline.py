@@ -94,9 +94,17 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     from edgeopt.models.detector import load_model
     from edgeopt.stages.calibrate import open_dataset
 
-    detector = load_model(config.model)
     calibration_set = open_dataset(config.data.calibration) if "calibrate" in stages else None
     validation = open_dataset(config.data.validation) if config.data.validation else None
+    named = validation if validation is not None else calibration_set
+    detector = load_model(config.model, named.class_names if named is not None else None)
+    if "prune" in stages and detector.module is None:
+        raise ConfigError(f"the 'prune' stage needs a torch model; {detector.source} is an ONNX file",
+                          hint="drop 'prune' from stages, or give the torch model (.pt or 'module:factory')")
+    for name, target in targets.items():
+        reason = target.source_unsupported(detector)
+        if reason:
+            raise ConfigError(f"target '{name}' cannot export {detector.source}: {reason}")
     recovery_data = config.prune.recovery.data
     prune_train = open_dataset(recovery_data) if "prune" in stages and recovery_data else None
     if validation is not None and config.benchmark.map and not validation.labelled:
@@ -134,8 +142,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     prune_report = None
     original = detector  # mAP drops are measured against the unpruned torch model
     if "prune" in stages:
-        from edgeopt.models.checkpoint import load_detector
-        from edgeopt.models.detector import Detector
+        from edgeopt.models.checkpoint import load_pruned
         from edgeopt.stages.prune import prune_stage
 
         multiple = plan.channel_multiple if plan else 8
@@ -144,8 +151,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
         path = cache.build("prune", key, lambda d: prune_stage(detector, config.prune, multiple, calib, prune_train,
                                                                validation, d, log=console.print))
         prune_report = _read_json(path / "prune.json")
-        detector = Detector(load_detector(path / "pruned.pt"), detector.input_size, detector.class_names,
-                            detector.decoder, source=f"{detector.source} (pruned {key})", key=stable_hash(detector.key, key))
+        detector = detector.with_module(load_pruned(path / "pruned_model.pt", detector.module), f"pruned {key}")
 
     records: list[dict[str, Any]] = []
     bundles: list[tuple[Any, Any, Path, dict]] = []
@@ -155,10 +161,11 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
         for t in config.targets:
             target = targets[t.name]
             code = _code_hash(target)
+            variant, head = detector.for_target(target)
             for precision in t.precisions:
-                lineage = {"config_hash": config_hash, "model": detector.source, "model_key": detector.key,
+                lineage = {"config_hash": config_hash, "model": variant.source, "model_key": variant.key,
                            "calibration_key": calib.path.name if calib else None, "versions": versions}
-                key = stable_hash("export", t.name, precision, t.options, detector.key,
+                key = stable_hash("export", t.name, precision, t.options, variant.key, head,
                                   calib.path.name if calib and precision == "int8" else None,
                                   plan.to_dict() if plan and precision == "int8" else None,
                                   config.parity.model_dump(), versions, code)
@@ -170,7 +177,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
                 try:
                     with console.status(f"export: {t.name} {precision}"):
                         path = cache.build("export", key, lambda d: export_bundle(
-                            target, detector, precision, plan, calib, d, t.options, config.parity, lineage))
+                            target, variant, precision, plan, calib, d, t.options, config.parity, lineage, head))
                 except ExportError as exc:
                     records.append({**base, "status": "failed", "reason": str(exc)})
                     console.print(f"[red]export failed[/] {t.name} {precision}: {escape(str(exc))}")
@@ -189,7 +196,8 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
             ref_path = cache.build("benchmark", ref_key,
                                    lambda d: bench_reference(original, bcfg, validation, d, advance))
         ref = _read_json(ref_path / "bench.json")
-        records.insert(0, {"target": "torch", "precision": "fp32", "device": device.name, "status": "reference",
+        ref_name = "torch" if original.module is not None else "onnx-source"
+        records.insert(0, {"target": ref_name, "precision": "fp32", "device": device.name, "status": "reference",
                            "reason": "", **{k: v for k, v in ref.items() if k != "per_class"}, "map50_95_drop": 0.0})
     else:
         ref, device_info = None, device.describe()

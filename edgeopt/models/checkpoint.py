@@ -94,3 +94,36 @@ def load_detector(path: str | Path | None = None) -> ReferenceDetector:
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not match the architecture: {str(exc).splitlines()[0]}") from None
     return model.eval()
+
+
+PRUNED_FORMAT = "edgeopt.pruned/1"
+
+
+def save_pruned(model: nn.Module, path: str | Path) -> Path:
+    """Write a pruned module of any architecture as ``{"format", "channels", "state_dict"}`` (no pickled code)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"format": PRUNED_FORMAT, "channels": channel_spec(model), "state_dict": state}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_pruned(path: str | Path, base: nn.Module) -> nn.Module:
+    """Rebuild a pruned module saved by :func:`save_pruned` from a copy of the unpruned ``base`` it came from:
+    the same normalisation as before pruning, layers resized to the saved channel counts, then the weights."""
+    import copy
+
+    from edgeopt.models.normalize import normalize_for_pruning
+
+    data = load_checkpoint_dict(path)
+    if data.get("format") != PRUNED_FORMAT:
+        raise ModelError(f"{path} is not an edgeopt pruned-model file (format {data.get('format')!r})")
+    model = copy.deepcopy(base)
+    normalize_for_pruning(model)
+    apply_channel_spec(model, data["channels"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not match the architecture: {str(exc).splitlines()[0]}") from None
+    return model.eval()

@@ -13,9 +13,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """How to read a YOLO-style output ``(1, 4 + C, N)`` and filter it.
+    """How to read a detector's output and filter it.
 
-    ``box_format``: ``cxcywh`` or ``xyxy``; ``normalized``: boxes are divided by the input size (multiply back).
+    ``layout``: ``dense`` is ``(1, 4 + C, N)``, a box and C class scores per anchor, filtered by class-aware
+    NMS here; ``end2end`` is ``(1, K, 6)``, rows of x1, y1, x2, y2, score, class id already ranked by a
+    one-to-one head (YOLO26, YOLOv10), so only thresholding is left.
+    ``box_format``: ``cxcywh`` or ``xyxy`` (dense only); ``normalized``: boxes are divided by the input size.
     ``multi_label`` lets one anchor yield several classes (used for mAP, as the YOLO family does).
     """
 
@@ -26,6 +29,7 @@ class DecoderConfig:
     normalized: bool = True
     multi_label: bool = False
     max_candidates: int = 3000
+    layout: str = "dense"
 
 
 @dataclass
@@ -65,10 +69,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 
 
 def decode(output: np.ndarray, input_size: int, config: DecoderConfig = DecoderConfig()) -> Detections:
-    """Decode one image's output ``(1, 4 + C, N)`` (or ``(4 + C, N)``) into detections in input pixels."""
+    """Decode one image's output (see :class:`DecoderConfig`; batch axis optional) into input-pixel detections."""
     out = np.asarray(output, dtype=np.float32)
     if out.ndim == 3:
         out = out[0]
+    if config.layout == "end2end":
+        return _decode_end2end(out, input_size, config)
     boxes, scores = out[:4].T, out[4:].T  # (N, 4), (N, C)
     if config.normalized:
         boxes = boxes * input_size
@@ -91,3 +97,11 @@ def decode(output: np.ndarray, input_size: int, config: DecoderConfig = DecoderC
     offset = cls[:, None].astype(np.float32) * (4.0 * input_size + 1.0)
     keep = nms(cand + offset, conf, config.iou_threshold)[: config.max_detections]
     return Detections(cand[keep], conf[keep], cls[keep].astype(np.int64))
+
+
+def _decode_end2end(rows: np.ndarray, input_size: int, config: DecoderConfig) -> Detections:
+    """Rows ``(K, 6)`` of x1, y1, x2, y2, score, class: threshold and cap (the head already removed duplicates)."""
+    boxes = rows[:, :4] * (input_size if config.normalized else 1.0)
+    keep = np.nonzero(rows[:, 4] > config.score_threshold)[0]
+    keep = keep[np.argsort(-rows[keep, 4], kind="stable")][: config.max_detections]
+    return Detections(boxes[keep], rows[keep, 4], np.rint(rows[keep, 5]).astype(np.int64))

@@ -23,9 +23,10 @@ from edgeopt.data.letterbox import letterbox_image
 from edgeopt.data.yolo import read_yolo
 from edgeopt.errors import DataError, ModelError
 from edgeopt.eval.coco_map import coco_map
-from edgeopt.eval.predict import predict, torch_infer
+from edgeopt.eval.predict import eval_decoder, predict, torch_infer
 from edgeopt.models.augment import augment_batch
 from edgeopt.models.checkpoint import load_checkpoint_dict, save_detector
+from edgeopt.models.decode import DecoderConfig
 from edgeopt.models.loss import DetectionLoss
 from edgeopt.models.reference import ReferenceConfig, build_reference
 
@@ -91,9 +92,11 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def evaluate_model(model: torch.nn.Module, dataset: DetectionDataset, size: int) -> dict:
-    """COCO mAP of a torch detector on ``dataset`` through the shared decoder."""
-    return coco_map(dataset, predict(torch_infer(model), dataset, size, batch=16))
+def evaluate_model(model: torch.nn.Module, dataset: DetectionDataset, size: int,
+                   decoder: DecoderConfig | None = None) -> dict:
+    """COCO mAP of a torch detector on ``dataset`` through the shared decoder (``decoder``: the model's own)."""
+    return coco_map(dataset, predict(torch_infer(model), dataset, size, eval_decoder(decoder or DecoderConfig()),
+                                     batch=16))
 
 
 def train(cfg: TrainConfig) -> dict:

@@ -107,7 +107,8 @@ def calibrate(cfg: CalibrateConfig, calibration: DetectionDataset, validation: D
     parity_samples = DetectionDataset(held_out.samples[-cfg.parity_images:], held_out.class_names)
     parity = _letterboxed(parity_samples, detector.input_size, cfg.parity_images)
     np.savez(out_dir / "calibration.npz", images=images, parity_images=parity)
-    stats = activation_stats(detector.module, images)
+    # per-layer activation ranges of a torch model (an ONNX source has none: its quantizers calibrate alone)
+    stats = activation_stats(detector.module, images) if detector.module is not None else {}
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=1))
 
 

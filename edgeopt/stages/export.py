@@ -7,22 +7,28 @@ marked failed, and never copied to the run's ``artifacts/``.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from edgeopt.config.schema import ParityConfig
 from edgeopt.core.artifact import FORMAT, build_runner, write_manifest
 from edgeopt.data.letterbox import PAD_VALUE
-from edgeopt.eval.parity import parity
+from edgeopt.eval.parity import DEPLOY_DECODER, parity
 from edgeopt.errors import ExportError
 from edgeopt.targets.base import captured_output, log_tail
-from edgeopt.eval.predict import torch_infer
+
+
+LAYOUTS = {"dense": "(1, 4 + C, N): cx, cy, w, h divided by the input size, then class scores",
+           "end2end": "(1, K, 6): x1, y1, x2, y2 divided by the input size, score, class id (ranked, no NMS needed)"}
 
 
 def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any],
-                  parity_cfg: ParityConfig, lineage: dict[str, Any]) -> dict[str, Any]:
-    """Export, write ``run.py`` and the manifest, run the parity check; returns the manifest."""
+                  parity_cfg: ParityConfig, lineage: dict[str, Any], head: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Export, write ``run.py`` and the manifest, run the parity check; returns the manifest.
+
+    ``head``: which head of the model was exported and why (recorded in the manifest)."""
     target.check_precision(precision)
     with captured_output() as log:  # converters' chatter; quoted only when they fail
         try:
@@ -41,10 +47,11 @@ def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, 
         "input": {"size": detector.input_size, "layout": "NCHW", "dtype": "float32", "color": "RGB",
                   "scale": 1 / 255.0, "letterbox": {"keep_aspect": True, "center": True, "pad_value": PAD_VALUE},
                   **details.get("input", {})},
-        "output": {"layout": "(1, 4 + C, N): cx, cy, w, h normalised by the input size, then class scores",
+        "output": {"layout": LAYOUTS[detector.decoder.layout],
                    "decoder": asdict(detector.decoder),
                    **({"tensor": details["output_tensor"]} if "output_tensor" in details else {})},
         "class_names": detector.class_names,
+        **({"head": head} if head else {}),
         "quantization": details.get("quantization"),
         "runtime": {"versions": target.versions(), **details.get("runtime", {})},
         **({"ncnn": details["ncnn"]} if "ncnn" in details else {}),
@@ -52,8 +59,8 @@ def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, 
     }
     write_manifest(out_dir, manifest)
     session = target.open(out_dir, manifest, threads=1)
-    figures = parity(torch_infer(detector.module), lambda x: session(x)[0], calib.float_images("parity"),
-                     detector.input_size)
+    figures = parity(detector.infer(), lambda x: session(x)[0], calib.float_images("parity"), detector.input_size,
+                     replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold))
     tol = {"min_cosine": parity_cfg.min_cosine.get(precision, 0.0),
            "min_box_agreement": parity_cfg.min_box_agreement.get(precision, 0.0),
            "max_abs": parity_cfg.max_abs.get(precision, float("inf"))}

@@ -39,9 +39,39 @@ def _tp():
 
 
 def output_layers(model: nn.Module) -> list[str]:
-    """Convolutions whose outputs are the model's raw predictions (channel counts fixed by the format)."""
+    """The reference detector's convolutions whose outputs are raw predictions (channel counts fixed)."""
     names = [f"heads.{i}.{branch}.1" for i in range(len(getattr(model, "heads", []))) for branch in ("box", "cls")]
     return [n for n in names if isinstance(model.get_submodule(n), nn.Conv2d)]
+
+
+def output_convs(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Any architecture's output convolutions: walk the autograd graph back from the outputs to the first
+    convolution on each path (what follows them is decode: their channel counts are fixed by the format)."""
+    params = {id(p): name for name, p in model.named_parameters()}
+    with torch.enable_grad():
+        stack = [y.grad_fn for y in head_outputs(model, example) if y.grad_fn is not None]
+    found: set[str] = set()
+    seen: set[int] = set()
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        parents = [f for f, _ in fn.next_functions if f is not None]
+        if type(fn).__name__.startswith("ConvolutionBackward"):
+            weights = [params.get(id(f.variable), "") for f in parents if hasattr(f, "variable")]
+            weights = [w for w in weights if w.endswith(".weight")]
+            if weights:
+                found.add(weights[0].rsplit(".", 1)[0])
+                continue
+        stack.extend(parents)
+    return sorted(found)
+
+
+def head_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Every head branch's dense output: what pruning traces and distillation matches. Models with several
+    heads (YOLO26's one-to-many and one-to-one) say so with a ``head_outputs`` method."""
+    return model.head_outputs(x) if hasattr(model, "head_outputs") else [model(x)]
 
 
 def count(model: nn.Module, size: int) -> tuple[int, int]:
@@ -59,14 +89,18 @@ def _importance(name: str):
 
 
 def prune_once(model: nn.Module, cfg: PruneConfig, ratio: float, round_to: int, size: int,
-               calib_images: np.ndarray | None) -> nn.Module:
-    """A pruned copy of ``model`` at channel ratio ``ratio``."""
+               calib_images: np.ndarray | None, ignored_globs: list[str] = (), outputs: list[str] = ()) -> nn.Module:
+    """A pruned copy of ``model`` at channel ratio ``ratio``.
+
+    ``ignored_globs``: the model's default kept modules (when the config names none); ``outputs``: its output
+    convolutions (always kept)."""
     tp = _tp()
     model = copy.deepcopy(model).eval()
     normalize_for_pruning(model)
     modules = dict(model.named_modules())
-    ignored = [modules[n] for n in output_layers(model)]
-    for pattern in cfg.ignored:
+    example = torch.zeros(1, 3, size, size)
+    ignored = [modules[n] for n in (list(outputs) or output_layers(model) or output_convs(model, example))]
+    for pattern in cfg.ignored if cfg.ignored is not None else ignored_globs:
         ignored += [m for n, m in modules.items() if fnmatch.fnmatch(n, pattern) and isinstance(m, nn.Conv2d)]
     ratio_dict = {}
     for pattern, r in cfg.overrides.items():
@@ -74,10 +108,10 @@ def prune_once(model: nn.Module, cfg: PruneConfig, ratio: float, round_to: int, 
         if not matched:
             raise ConfigError(f"prune.overrides: no convolution matches {pattern!r}")
         ratio_dict.update({m: r for m in matched})
-    example = torch.zeros(1, 3, size, size)
     pruner = tp.pruner.BasePruner(model, example, importance=_importance(cfg.importance),
                                   global_pruning=cfg.allocation == "global", pruning_ratio=ratio,
-                                  pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, round_to=round_to)
+                                  pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, round_to=round_to,
+                                  forward_fn=head_outputs)
     if cfg.importance == "taylor":
         if calib_images is None:
             raise ConfigError("prune.importance 'taylor' needs calibration images (the calibrate stage)")
@@ -85,22 +119,23 @@ def prune_once(model: nn.Module, cfg: PruneConfig, ratio: float, round_to: int, 
         model.zero_grad()
         for i in range(0, min(len(calib_images), 32), 8):
             x = torch.from_numpy(calib_images[i : i + 8].transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-            model(x).pow(2).sum().backward()
+            sum(y.pow(2).sum() for y in head_outputs(model, x)).backward()
     pruner.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
 
 
-def prune_to_target(model: nn.Module, cfg: PruneConfig, round_to: int, size: int,
-                    calib_images: np.ndarray | None) -> tuple[nn.Module, float]:
+def prune_to_target(model: nn.Module, cfg: PruneConfig, round_to: int, size: int, calib_images: np.ndarray | None,
+                    ignored_globs: list[str] = (), outputs: list[str] = ()) -> tuple[nn.Module, float]:
     """Prune at ``cfg.ratio``, or bisect the ratio until MACs fall by ``cfg.target_macs_reduction``."""
+    kept = {"ignored_globs": ignored_globs, "outputs": outputs}
     if cfg.target_macs_reduction is None:
-        return prune_once(model, cfg, cfg.ratio or 0.0, round_to, size, calib_images), cfg.ratio or 0.0
+        return prune_once(model, cfg, cfg.ratio or 0.0, round_to, size, calib_images, **kept), cfg.ratio or 0.0
     base, _ = count(model, size)
     lo, hi, best = 0.0, 0.95, None
     for _ in range(8):
         mid = (lo + hi) / 2
-        candidate = prune_once(model, cfg, mid, round_to, size, calib_images)
+        candidate = prune_once(model, cfg, mid, round_to, size, calib_images, **kept)
         reduction = 1 - count(candidate, size)[0] / base
         if reduction >= cfg.target_macs_reduction:
             best, hi = (candidate, mid), mid
@@ -163,14 +198,14 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: PruneConfig, size: int,
             x, t = augment_batch(images[idx].float() / 255, [targets[i] for i in idx], rng, images, targets, 0.0)
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 with torch.no_grad():
-                    teacher_out = teacher(x).float()
+                    teacher_outs = [y.float() for y in head_outputs(teacher, x)]
                 # the teacher's outputs guide both modes; labels add the detector's own loss when known
                 if hasattr(student, "forward_raw"):  # one forward pass serves both losses
                     raw = student.forward_raw(x)
-                    out = deployable_output(raw, size, size)
+                    outs = [deployable_output(raw, size, size)]
                 else:
-                    out = student(x)
-                loss = distill_loss(out.float(), teacher_out)
+                    outs = head_outputs(student, x)
+                loss = sum(distill_loss(o.float(), t) for o, t in zip(outs, teacher_outs))
                 if mode == "finetune":
                     loss = loss + loss_fn(raw, t, (size, size))[0]
             optimizer.zero_grad(set_to_none=True)
@@ -193,9 +228,9 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: PruneConfig, size: int,
 
 def prune_stage(detector, cfg: PruneConfig, channel_multiple: int, calib, train_set, val_set, out_dir: Path,
                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Prune + recover ``detector.module``; write ``pruned.pt`` and ``prune.json`` (before/after figures)."""
+    """Prune + recover ``detector.module``; write ``pruned_model.pt`` and ``prune.json`` (before/after figures)."""
     from edgeopt.models.train import evaluate_model
-    from edgeopt.models.checkpoint import save_detector
+    from edgeopt.models.checkpoint import save_detector, save_pruned
     from edgeopt.stages.benchmark import torch_latency_ms
 
     size = detector.input_size
@@ -204,7 +239,7 @@ def prune_stage(detector, cfg: PruneConfig, channel_multiple: int, calib, train_
     def evaluate(model: nn.Module) -> dict:
         if val_set is None:
             return {"map50_95": float("nan"), "map50": float("nan")}
-        return evaluate_model(model, val_set, size)
+        return evaluate_model(model, val_set, size, detector.decoder)
 
     def figures(model: nn.Module) -> dict[str, Any]:
         macs, params = count(model, size)
@@ -214,13 +249,16 @@ def prune_stage(detector, cfg: PruneConfig, channel_multiple: int, calib, train_
 
     teacher = detector.module.eval()
     before = figures(teacher)
-    student, ratio = prune_to_target(teacher, cfg, round_to, size, calib.images if calib is not None else None)
+    student, ratio = prune_to_target(teacher, cfg, round_to, size, calib.images if calib is not None else None,
+                                     detector.prune_ignored, detector.output_layers)
     after_prune = figures(student)
     log(f"pruned at ratio {ratio:.3f}: MACs {before['macs'] / 1e6:.0f}M -> {after_prune['macs'] / 1e6:.0f}M, "
         f"mAP50-95 {before['map50_95']:.4f} -> {after_prune['map50_95']:.4f}")
     student, recovery = recover(student, teacher, cfg, size, train_set, val_set, evaluate, log)
     after = figures(student)
-    save_detector(student, out_dir / "pruned.pt")
+    save_pruned(student, out_dir / "pruned_model.pt")  # what the pipeline reloads, for any architecture
+    if hasattr(student, "config"):  # the reference detector: also a file `edgeopt eval` opens on its own
+        save_detector(student, out_dir / "pruned.pt")
     report = {"ratio": ratio, "round_to": round_to, "importance": cfg.importance, "allocation": cfg.allocation,
               "macs_reduction": 1 - after["macs"] / before["macs"], "before": before, "after_prune": after_prune,
               "after_recovery": after, "recovery": recovery}

@@ -44,6 +44,14 @@ class Target(ABC):
             raise ConfigError(f"target '{self.name}' has no precision '{precision}'",
                               hint=f"it offers {', '.join(self.precisions)}")
 
+    def end2end_unsupported(self) -> str | None:
+        """None if the runtime runs an end-to-end head (in-graph TopK + Gather), else why not."""
+        return None
+
+    def source_unsupported(self, detector: Any) -> str | None:
+        """None if this target can export ``detector`` (e.g. an ONNX source without a torch module), else why not."""
+        return None
+
     def precision_unsupported(self, precision: str) -> str | None:
         """None if this machine can produce and run ``precision``, else why not (the row is then skipped)."""
         return None

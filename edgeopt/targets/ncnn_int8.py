@@ -32,7 +32,7 @@ QUANTIZABLE = ("Convolution", "ConvolutionDepthWise", "InnerProduct")
 NO_WEIGHTS = {"Input", "Split", "Concat", "BinaryOp", "UnaryOp", "ReLU", "Sigmoid", "Softplus", "Pooling",
               "Interp", "Reshape", "Permute", "Slice", "Crop", "Flatten", "Eltwise", "Clip", "Swish", "HardSwish",
               "HardSigmoid", "Mish", "Softmax", "Padding", "Noop", "Dropout", "TanH", "Exp", "Log", "Squeeze",
-              "ExpandDims", "ShuffleChannel", "PixelShuffle", "Reduction", "Tile", "Cast", "Gemm"}
+              "ExpandDims", "ShuffleChannel", "PixelShuffle", "Reduction", "Tile", "Cast", "Gemm", "MatMul"}
 
 
 @dataclass

@@ -23,6 +23,14 @@ def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
     import onnx
     import torch
 
+    if detector.onnx_model is not None:  # an ONNX source, already prepared to the same contract
+        model = onnx.load_from_string(detector.onnx_model)
+        if simplify:
+            import onnxslim
+
+            model = onnxslim.slim(model)
+        onnx.save(model, str(path))
+        return path
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings():

@@ -119,6 +119,11 @@ class TFLiteTarget(Target):
 
         return {p: version(p) for p in ("litert-torch", "ai-edge-quantizer", "ai-edge-litert")}
 
+    def source_unsupported(self, detector) -> str | None:
+        if detector.module is None:
+            return "the TFLite conversion (litert-torch) starts from a torch module, not from ONNX"
+        return None
+
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
         layout = str(options.get("layout", "NHWC")).upper()
         if layout not in ("NCHW", "NHWC"):

@@ -1,0 +1,195 @@
+"""Ultralytics YOLO detection checkpoints (YOLOv8, YOLO11, YOLO26, ...) as edgeopt detectors.
+
+An Ultralytics ``.pt`` is a full pickle of the model object: loading it can run code, so edgeopt loads it only
+when the config opts in (``model.trust_pickle: true``). What the file is (detection, segmentation, pose, ...)
+is read from the globals it references without unpickling anything, so a wrong file is refused either way.
+
+The model is wrapped so its output is edgeopt's dense layout (boxes normalised by the input size): every
+runtime, the shared decoder and the parity check then treat it like the reference detector. Heads with a
+one-to-one branch (YOLO26, YOLOv10) also get an end-to-end variant, ``(1, K, 6)`` rows ranked inside the
+graph, exported where the target runtime has the TopK/Gather operators it needs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgeopt.errors import DependencyError, ModelError
+
+# Ultralytics model classes of tasks edgeopt does not handle, by class name in ultralytics.nn.tasks
+OTHER_TASKS = {"SegmentationModel": "segmentation", "PoseModel": "pose", "OBBModel": "oriented-box (OBB)",
+               "ClassificationModel": "classification", "WorldModel": "open-vocabulary (YOLO-World)",
+               "YOLOEModel": "open-vocabulary (YOLOE)", "RTDETRDetectionModel": "RT-DETR"}
+TASKS_MODULE = "ultralytics.nn.tasks."
+INSTALL_HINT = ("Ultralytics needs torchvision, which here means torch 2.14.1: `bash scripts/setup_ultralytics.sh` "
+                "creates .venv-ultralytics with edgeopt, ultralytics and every runtime (see README)")
+
+
+def checkpoint_globals(path: Path) -> list[str]:
+    """The classes and functions a torch checkpoint's pickle references, read without unpickling it."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception as exc:  # zip/pickle errors come in many types; all mean the same to the user
+        raise ModelError(f"{path} is not a readable PyTorch checkpoint ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+                         hint="the file may be truncated or corrupt; copy or export it again") from None
+
+
+def is_ultralytics(globals_: list[str]) -> bool:
+    """True when a checkpoint's pickle references Ultralytics classes."""
+    return any(g.startswith("ultralytics.") for g in globals_)
+
+
+def check_detection(globals_: list[str], path: Path) -> None:
+    """Refuse segmentation, pose, OBB, classification, ... checkpoints by the model class they pickle."""
+    models = {g[len(TASKS_MODULE):] for g in globals_ if g.startswith(TASKS_MODULE)}
+    for cls, task in OTHER_TASKS.items():
+        if cls in models:
+            raise ModelError(f"{path} is an Ultralytics {task} checkpoint ({cls}); edgeopt compresses object "
+                             "detectors", hint="give a detection checkpoint (yolov8n.pt, yolo11n.pt, yolo26n.pt, ...)")
+    if "DetectionModel" not in models:
+        raise ModelError(f"{path} references Ultralytics but holds no DetectionModel (found: {sorted(models)})")
+
+
+class UltralyticsDetector(nn.Module):
+    """An Ultralytics ``DetectionModel`` with edgeopt's output layout.
+
+    ``end2end=False``: ``(B, 4 + C, N)``, cx, cy, w, h divided by the input size, then class scores (the
+    one-to-many head, filtered by NMS). ``end2end=True``: ``(B, K, 6)``, x1, y1, x2, y2 (divided by the input
+    size), score, class, from the one-to-one head and an in-graph top-K (no NMS).
+    The output is the same in train mode, so distillation trains exactly what is deployed.
+    """
+
+    def __init__(self, model: nn.Module, input_size: int, end2end: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.input_size = input_size
+        self.end2end = end2end
+        head = self.head
+        self.strides = [int(s) for s in head.stride]  # Python ints: reading a tensor under torch.export is a guard
+        head.export, head.format, head.dynamic = True, "onnx", False  # plain decoded tensor out
+        if has_one2one(head):
+            head.end2end = end2end
+        self._anchors(1)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.model.model[-1]
+
+    def _anchors(self, batch: int) -> None:
+        """Hand the head its anchors for this input size, made once outside any tracer or inference mode.
+
+        The head builds anchors itself whenever the feature shape (batch included) changes; built inside an
+        export trace they become meshgrid ops in the graph (pnnx cannot convert them, and a trace that builds
+        them once but not twice fails its sanity check), and built under inference_mode they cannot enter
+        autograd later. Here they depend only on the input size; the shape the head compares is set per call.
+        """
+        head = self.head
+        size, strides = self.input_size, self.strides
+        if getattr(self, "_anchor_cache", None) is None:
+            from ultralytics.utils.tal import make_anchors
+
+            with torch.inference_mode(False), torch.no_grad():
+                feats = [torch.zeros(1, 1, size // s, size // s) for s in strides]
+                self._anchor_cache = tuple(a.transpose(0, 1) for a in make_anchors(feats, head.stride, 0.5))
+        head.anchors, head.strides = self._anchor_cache
+        head.shape = torch.Size((batch, head.cv2[0][0].conv.in_channels, size // strides[0], size // strides[0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head
+        training = head.training
+        head.training = False  # the head alone: its inference decode, while BatchNorms follow the module's mode
+        self._anchors(x.shape[0])
+        try:
+            y = self.model(x)
+        finally:
+            head.training = training
+        if self.end2end:
+            return torch.cat((y[..., :4] / self.input_size, y[..., 4:]), -1)
+        return torch.cat((y[:, :4] / self.input_size, y[:, 4:]), 1)
+
+    def head_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The dense output of every head branch (one-to-many, and one-to-one if present).
+
+        Pruning traces these so the one-to-one branch's inputs shrink with the neck; distillation matches them
+        so that branch keeps up with the changed features.
+        """
+        head = self.head
+        head.export = False
+        self._anchors(x.shape[0])
+        try:
+            out = self.model(x)
+        finally:
+            head.export = True
+        preds = out if head.training else out[1]
+        branches = [preds["one2many"], preds["one2one"]] if "one2many" in preds else [preds]
+        dense = [head._inference(p) for p in branches]
+        return [torch.cat((y[:, :4] / self.input_size, y[:, 4:]), 1) for y in dense]
+
+
+def has_one2one(head: nn.Module) -> bool:
+    """True for heads with a one-to-one (NMS-free) branch: YOLO26, YOLOv10."""
+    return getattr(head, "one2one_cv2", None) is not None
+
+
+def _import_ultralytics() -> None:
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # never reach for the network (hub, fonts, version checks)
+    try:
+        import ultralytics  # noqa: F401  (the pickle references its classes)
+    except ImportError as exc:
+        raise DependencyError(f"loading an Ultralytics checkpoint needs the 'ultralytics' package ({exc})",
+                              hint=INSTALL_HINT) from None
+
+
+def load_ultralytics(path: Path, trust_pickle: bool) -> tuple[nn.Module, dict[str, Any]]:
+    """The ``DetectionModel`` of an Ultralytics checkpoint (float32, eval) and what the checkpoint says about it:
+    ``class_names``, ``input_size`` (training image size), ``end2end`` (has a one-to-one head), ``yaml``."""
+    globals_ = checkpoint_globals(path)
+    check_detection(globals_, path)
+    if not trust_pickle:
+        raise ModelError(f"{path} is an Ultralytics checkpoint, a full Python pickle: loading it can run any code "
+                         "it contains, so edgeopt needs your explicit opt-in",
+                         hint="if you trust where the file came from, set model.trust_pickle: true")
+    _import_ultralytics()
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)  # opted in above
+    except Exception as exc:
+        raise ModelError(f"cannot unpickle {path}: {exc.__class__.__name__}: {exc}",
+                         hint="the checkpoint may come from a newer Ultralytics than the one installed") from None
+    model = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else None
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"{path} has no model under 'ema' or 'model'")
+    model = model.float().eval()
+    for name, p in model.named_parameters():
+        p.requires_grad_(".dfl." not in name)  # Ultralytics saves frozen weights; DFL's conv is a fixed integral
+    names = getattr(model, "names", None) or {}
+    class_names = [str(names[i]) for i in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
+    args = ckpt.get("train_args") or {}
+    imgsz = args.get("imgsz", 640)
+    info = {"class_names": class_names, "input_size": int(imgsz if isinstance(imgsz, int) else max(imgsz)),
+            "end2end": has_one2one(model.model[-1]), "yaml": getattr(model, "yaml", {}).get("yaml_file", "")}
+    return model, info
+
+
+def prune_defaults(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(ignored globs, output layer names) for pruning a wrapped DetectionModel.
+
+    Kept: the first convolution (its input is the image), the whole detection head (its convolutions'
+    channel counts are tied to the decode), and attention blocks (their channels are split into heads).
+    """
+    layers = model.model.model
+    last = len(layers) - 1
+    ignored = ["model.model.0.*", f"model.model.{last}.*"]
+    for i, layer in enumerate(layers):
+        if any(type(m).__name__ in ("Attention", "AAttn", "PSA", "C2PSA", "A2C2f") for m in layer.modules()):
+            ignored.append(f"model.model.{i}.*")
+    head = layers[-1]
+    outputs = [f"model.model.{last}.{branch}.{i}.{len(seq) - 1}"
+               for branch in ("cv2", "cv3", "one2one_cv2", "one2one_cv3") if getattr(head, branch, None) is not None
+               for i, seq in enumerate(getattr(head, branch))]
+    return ignored, outputs
