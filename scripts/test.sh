@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the test suite. Extra arguments go to pytest (e.g. -m slow).
+# The Ultralytics tests (tests/ultralytics) run in .venv-ultralytics when that environment exists
+# (bash scripts/setup_ultralytics.sh); in the core environment they are skipped (no torchvision).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-exec python -m pytest -q "$@"
+python -m pytest -q "$@"
+if [ -x .venv-ultralytics/bin/python ]; then
+    bash scripts/setup_ultralytics.sh
+    .venv-ultralytics/bin/python -m pytest -q tests/ultralytics "$@"
+fi

@@ -35,9 +35,9 @@ def checkpoint_globals(path: Path) -> list[str]:
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception as exc:  # zip/pickle errors come in many types; all mean the same to the user
-        raise ModelError(f"{path} is not a readable PyTorch checkpoint ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})",
-                         hint="the file may be truncated or corrupt; copy or export it again") from None
+        detail = str(exc).split(". ")[0].splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {detail}",
+                         hint="copy or export the file again") from None
 
 
 def is_ultralytics(globals_: list[str]) -> bool:
