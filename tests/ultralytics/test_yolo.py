@@ -1,0 +1,150 @@
+"""Ultralytics YOLO checkpoints end to end (runs in .venv-ultralytics; skipped where Ultralytics is missing).
+
+YOLOv8n, YOLO11n and YOLO26n are built from Ultralytics' own yaml files and trained briefly on a generated
+dataset (nothing downloaded); the checkpoints Ultralytics writes are what edgeopt loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ultralytics = pytest.importorskip("ultralytics")
+
+from edgeopt.config.load import load_config  # noqa: E402
+from edgeopt.config.schema import ModelConfig  # noqa: E402
+from edgeopt.core.pipeline import run_pipeline  # noqa: E402
+from edgeopt.data.synthetic import generate  # noqa: E402
+from edgeopt.errors import ModelError  # noqa: E402
+from edgeopt.models.detector import load_model  # noqa: E402
+
+SIZE = 160
+TARGETS = ["onnxruntime", "openvino", "tflite", "ncnn"]
+
+
+@pytest.fixture(scope="session")
+def yolo_env(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ultralytics")
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_CONFIG_DIR"] = str(root / "config")
+    return root
+
+
+@pytest.fixture(scope="session")
+def yolo_data(yolo_env) -> Path:
+    return generate(yolo_env / "data", train=64, val=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def train_yolo(yolo_env, yolo_data):
+    """Train an architecture once per session with Ultralytics' own trainer; returns its last.pt."""
+    done: dict[str, Path] = {}
+
+    def train(arch: str, epochs: int) -> Path:
+        if arch not in done:
+            from ultralytics import YOLO
+
+            YOLO(f"{arch}.yaml").train(data=str(yolo_data), epochs=epochs, imgsz=SIZE, batch=16, workers=0,
+                                       device="cpu", project=str(yolo_env / "runs"), name=arch, exist_ok=True,
+                                       plots=False, val=False, amp=False, verbose=False, warmup_epochs=1,
+                                       cache="ram", close_mosaic=5, seed=0, deterministic=True)
+            done[arch] = yolo_env / "runs" / arch / "weights" / "last.pt"
+        return done[arch]
+
+    return train
+
+
+def ultralytics_val(checkpoint: Path, data: Path) -> float:
+    """mAP50-95 from Ultralytics' own validator, square letterbox (as deployed), its default NMS settings."""
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(checkpoint)).val(data=str(data), imgsz=SIZE, batch=1, workers=0, device="cpu", rect=False,
+                                        conf=0.001, iou=0.7, plots=False, verbose=False)
+    return float(metrics.box.map)
+
+
+def write_config(path: Path, checkpoint: Path, data: Path, stages: list[str], **extra) -> Path:
+    cfg = {
+        "version": 1, "name": path.stem, "output": str(path.parent / f"out-{path.stem}"), "stages": stages,
+        "model": {"source": str(checkpoint), "trust_pickle": True},
+        "data": {"calibration": {"path": str(data), "split": "train", "images": 32},
+                 "validation": {"path": str(data), "split": "val"}},
+        "calibrate": {"images": 32, "parity_images": 8},
+        "targets": [{"name": t, "precisions": ["fp32", "int8"]} for t in TARGETS],
+        "benchmark": {"warmup": 2, "runs": 50, "threads": 1, "map": True},
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_wrapper_output_is_ultralytics_prediction(train_yolo):
+    det = load_model(ModelConfig(source=str(train_yolo("yolov8n", 30)), trust_pickle=True))
+    assert det.input_size == SIZE and det.class_names[0] == "circle"
+    x = torch.rand(2, 3, SIZE, SIZE)
+    head = det.module.model.model[-1]
+    with torch.no_grad():
+        ours = det.module(x)
+        head.export = False
+        theirs = det.module.model(x)[0]  # Ultralytics' own decoded output, boxes in pixels
+        head.export = True
+    torch.testing.assert_close(ours[:, :4] * SIZE, theirs[:, :4], atol=1e-3, rtol=1e-5)
+    torch.testing.assert_close(ours[:, 4:], theirs[:, 4:])
+
+
+@pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
+def test_yolo_quantize_prune_export_every_target(arch, train_yolo, yolo_data, tmp_path):
+    checkpoint = train_yolo(arch, 30)
+    # 1) unpruned: fp32 on every runtime scores what Ultralytics' own val scores; int8 passes parity
+    result = run_pipeline(load_config(write_config(tmp_path / "plain.yaml", checkpoint, yolo_data,
+                                                   ["calibrate", "quantize", "export", "benchmark"])))
+    rows = {(r["target"], r["precision"]): r for r in result.records}
+    problems = [f"{k}: {r['reason']}" for k, r in rows.items() if r["status"] not in ("passed", "reference")]
+    assert not problems
+    theirs = ultralytics_val(checkpoint, yolo_data)
+    ours = {t: rows[(t, "fp32")]["map50_95"] for t in TARGETS}
+    print(f"{arch}: Ultralytics val mAP50-95 {theirs:.4f}; edgeopt fp32 per runtime {ours}")
+    assert theirs > 0.01  # the brief training learned something, so the comparison means something
+    for target, value in ours.items():
+        assert abs(value - theirs) <= 0.010, f"{target}: {value:.4f} vs Ultralytics {theirs:.4f}"
+    # 2) pruned (C2f/C3k2 normalised, head and attention kept) and distilled, then every target again
+    pruned = write_config(tmp_path / "pruned.yaml", checkpoint, yolo_data,
+                          ["calibrate", "quantize", "prune", "export"],
+                          prune={"ratio": 0.2, "recovery": {"mode": "distill", "epochs": 1, "batch": 16,
+                                                            "data": {"path": str(yolo_data), "split": "train"}}})
+    result = run_pipeline(load_config(pruned))
+    assert result.run_info["prune"]["macs_reduction"] > 0.1
+    assert result.run_info["prune"]["recovery"]["mode"] == "distill"
+    failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]
+    assert not failed and len(result.records) == 2 * len(TARGETS)
+
+
+def test_yolo26_end_to_end_where_supported(train_yolo, yolo_data, tmp_path):
+    checkpoint = train_yolo("yolo26n", 10)
+    cfg = write_config(tmp_path / "e2e.yaml", checkpoint, yolo_data, ["calibrate", "quantize", "export"])
+    result = run_pipeline(load_config(cfg))
+    failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]
+    assert not failed
+    for target in TARGETS:
+        manifest = json.loads((result.output / "artifacts" / f"{target}-fp32" / "edgeopt.json").read_text())
+        head = manifest["head"]
+        if target == "ncnn":
+            assert head["exported"] == "one-to-many + NMS" and "pnnx" in head["reason"]
+            assert manifest["output"]["decoder"]["layout"] == "dense"
+        else:
+            assert head["exported"].startswith("end-to-end")
+            assert manifest["output"]["decoder"]["layout"] == "end2end"
+
+
+def test_real_segmentation_checkpoint_is_refused(yolo_env):
+    from ultralytics import YOLO
+
+    path = yolo_env / "seg.pt"
+    YOLO("yolov8n-seg.yaml").save(str(path))
+    with pytest.raises(ModelError, match="Ultralytics segmentation checkpoint"):
+        load_model(ModelConfig(source=str(path), trust_pickle=True))
