@@ -84,7 +84,7 @@ def write_config(path: Path, checkpoint: Path, data: Path, stages: list[str], **
 
 
 def test_wrapper_output_is_ultralytics_prediction(train_yolo):
-    det = load_model(ModelConfig(source=str(train_yolo("yolov8n", 30)), trust_pickle=True))
+    det = load_model(ModelConfig(source=str(train_yolo("yolov8n", 40)), trust_pickle=True))
     assert det.input_size == SIZE and det.class_names[0] == "circle"
     x = torch.rand(2, 3, SIZE, SIZE)
     head = det.module.model.model[-1]
@@ -99,7 +99,7 @@ def test_wrapper_output_is_ultralytics_prediction(train_yolo):
 
 @pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
 def test_yolo_quantize_prune_export_every_target(arch, train_yolo, yolo_data, tmp_path):
-    checkpoint = train_yolo(arch, 30)
+    checkpoint = train_yolo(arch, 40)
     # 1) unpruned: fp32 on every runtime scores what Ultralytics' own val scores; int8 passes parity
     result = run_pipeline(load_config(write_config(tmp_path / "plain.yaml", checkpoint, yolo_data,
                                                    ["calibrate", "quantize", "export", "benchmark"])))
