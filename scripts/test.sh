@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the test suite. Extra arguments go to pytest (e.g. -m slow).
-# The Ultralytics tests (tests/ultralytics) run in .venv-ultralytics when that environment exists
+# The Ultralytics tests (tests/models/test_ultralytics.py) run in .venv-ultralytics when that environment exists
 # (bash scripts/setup_ultralytics.sh); in the core environment they are skipped (no torchvision).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,5 +9,5 @@ bash scripts/setup.sh
 python -m pytest -q "$@"
 if [ -x .venv-ultralytics/bin/python ]; then
     bash scripts/setup_ultralytics.sh
-    .venv-ultralytics/bin/python -m pytest -q tests/ultralytics "$@"
+    .venv-ultralytics/bin/python -m pytest -q tests/models/test_ultralytics.py "$@"
 fi

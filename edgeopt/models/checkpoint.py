@@ -70,11 +70,19 @@ def apply_channel_spec(model: nn.Module, spec: dict[str, list[int]]) -> nn.Modul
 
 def save_detector(model: ReferenceDetector, path: str | Path) -> Path:
     """Write ``{"format", "config", "channels", "state_dict"}`` atomically (temp file, then rename)."""
+    return _save(path, {"format": FORMAT, "config": model.config.to_dict(), "channels": channel_spec(model),
+                        "state_dict": _plain_state(model)})
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def _save(path: str | Path, payload: dict) -> Path:
+    """torch.save atomically: a temporary file, then a rename (an interrupted write leaves no half file)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"format": FORMAT, "config": model.config.to_dict(), "channels": channel_spec(model),
-                "state_dict": state}, tmp)
+    torch.save(payload, tmp)
     tmp.replace(path)
     return path
 
@@ -101,12 +109,7 @@ PRUNED_FORMAT = "edgeopt.pruned/1"
 
 def save_pruned(model: nn.Module, path: str | Path) -> Path:
     """Write a pruned module of any architecture as ``{"format", "channels", "state_dict"}`` (no pickled code)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"format": PRUNED_FORMAT, "channels": channel_spec(model), "state_dict": state}, tmp)
-    tmp.replace(path)
-    return path
+    return _save(path, {"format": PRUNED_FORMAT, "channels": channel_spec(model), "state_dict": _plain_state(model)})
 
 
 def load_pruned(path: str | Path, base: nn.Module) -> nn.Module:

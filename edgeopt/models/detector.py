@@ -25,13 +25,22 @@ DEFAULT_SIZE = 320
 END2END_DECODER = DecoderConfig(layout="end2end", box_format="xyxy", max_detections=300)
 
 
+def boxes_over_size(y, size: int, end2end: bool = False):
+    """A torch output with its boxes divided by the input size: the first 4 channels of a dense ``(B, 4 + C, N)``
+    output, or the first 4 columns of end-to-end ``(B, K, 6)`` rows."""
+    import torch
+
+    if end2end:
+        return torch.cat((y[..., :4] / size, y[..., 4:]), -1)
+    return torch.cat((y[:, :4] / size, y[:, 4:]), 1)
+
+
 @dataclass
 class Detector:
     """``module`` maps float NCHW RGB in [0, 1] (letterboxed, ``input_size`` square) to the output described by
     ``decoder``, with boxes divided by the input size. An ONNX source has ``onnx_model`` (bytes) and no module.
 
-    ``prune_ignored``/``output_layers``: module-name globs kept unpruned by default and the convolutions whose
-    channel counts the output format fixes. ``end2end``: builds the one-to-one (NMS-free) variant of a module,
+    ``prune_ignored``: module-name globs kept unpruned by default (output convolutions always are). ``end2end``: builds the one-to-one (NMS-free) variant of a module,
     for heads that have one; targets whose runtime lacks its operators keep the dense head.
     """
 
@@ -43,7 +52,6 @@ class Detector:
     key: str = ""
     onnx_model: bytes | None = None
     prune_ignored: list[str] = field(default_factory=lambda: ["stem.*", "heads.*"])
-    output_layers: list[str] = field(default_factory=list)
     end2end: Callable[[nn.Module], nn.Module] | None = None
     head: dict[str, Any] = field(default_factory=dict)
 
@@ -120,14 +128,13 @@ def _load_edgeopt(path: Path, cfg: ModelConfig) -> Detector:
 
 
 def _load_ultralytics(path: Path, cfg: ModelConfig) -> Detector:
-    from edgeopt.models.ultralytics import UltralyticsDetector, load_ultralytics, prune_defaults
+    from edgeopt.models.ultralytics import UltralyticsDetector, load_ultralytics, prune_ignored
 
     model, info = load_ultralytics(path, cfg.trust_pickle)
     size = cfg.input_size or info["input_size"]
     if size % 32:
         raise ModelError(f"{path} was trained at {size} px, not a multiple of 32", hint="set model.input_size")
     module = UltralyticsDetector(model, size).eval()
-    ignored, outputs = prune_defaults(module)
     key = stable_hash("ultralytics", file_sha256(path), size)
     head = {"family": "ultralytics", "yaml": info["yaml"], "end2end_capable": info["end2end"]}
 
@@ -138,5 +145,5 @@ def _load_ultralytics(path: Path, cfg: ModelConfig) -> Detector:
 
     # the dense variant uses Ultralytics' own NMS IoU (0.7), so mAP compares with its `val`
     return Detector(module, size, cfg.class_names or info["class_names"], DecoderConfig(iou_threshold=0.7),
-                    source=str(path), key=key, prune_ignored=ignored, output_layers=outputs,
+                    source=str(path), key=key, prune_ignored=prune_ignored(module),
                     end2end=end2end if info["end2end"] else None, head=head)

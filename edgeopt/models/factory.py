@@ -19,6 +19,7 @@ from edgeopt.core.cache import file_sha256, stable_hash
 from edgeopt.errors import ConfigError, ModelError
 from edgeopt.models.checkpoint import load_checkpoint_dict
 from edgeopt.models.decode import DecoderConfig
+from edgeopt.models.detector import boxes_over_size
 
 NAMED_LAYOUTS = ("yolo", "yolo_normalized", "end2end")
 
@@ -60,9 +61,7 @@ class OutputAdapter(nn.Module):
             y = y[0]
         if self.layout == "yolo_normalized":
             return y
-        if self.layout == "end2end":
-            return torch.cat((y[..., :4] / self.input_size, y[..., 4:]), -1)
-        return torch.cat((y[:, :4] / self.input_size, y[:, 4:]), 1)
+        return boxes_over_size(y, self.input_size, self.layout == "end2end")
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -16,8 +16,8 @@ import numpy as np
 from edgeopt.config.schema import ModelConfig
 from edgeopt.core.cache import file_sha256, stable_hash
 from edgeopt.errors import ConfigError, ModelError, missing_extra
+from edgeopt.targets.onnx_export import INPUT_NAME, OUTPUT_NAME  # the names every ONNX edgeopt writes uses
 
-INPUT_NAME, OUTPUT_NAME = "images", "output"
 LAYOUTS = {"yolo": ("dense", 1, True), "yolo_normalized": ("dense", 1, False), "end2end": ("end2end", 2, True)}
 
 

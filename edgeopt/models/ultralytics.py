@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgeopt.errors import DependencyError, ModelError
+from edgeopt.models.detector import boxes_over_size
 
 # Ultralytics model classes of tasks edgeopt does not handle, by class name in ultralytics.nn.tasks
 OTHER_TASKS = {"SegmentationModel": "segmentation", "PoseModel": "pose", "OBBModel": "oriented-box (OBB)",
@@ -56,6 +57,24 @@ def check_detection(globals_: list[str], path: Path) -> None:
         raise ModelError(f"{path} references Ultralytics but holds no DetectionModel (found: {sorted(models)})")
 
 
+class DFLSum(nn.Module):
+    """Ultralytics' DFL (distribution focal loss decode) as a softmax-weighted sum instead of a fixed 1x1 conv.
+
+    Same outputs. As a convolution, the decode looked like the head's last layer to the graph walk that keeps the
+    head's tail in float (edgeopt/targets/graph.py), so the real last box convolutions and the softmax were
+    quantized; written as arithmetic it is decode, as it should be.
+    """
+
+    def __init__(self, dfl: nn.Module) -> None:
+        super().__init__()
+        self.bins = dfl.c1
+        self.register_buffer("weights", dfl.conv.weight.detach().reshape(1, 1, dfl.c1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, a = x.shape
+        return (x.view(b, 4, self.bins, a).softmax(2) * self.weights).sum(2)
+
+
 class UltralyticsDetector(nn.Module):
     """An Ultralytics ``DetectionModel`` with edgeopt's output layout.
 
@@ -73,6 +92,8 @@ class UltralyticsDetector(nn.Module):
         head = self.head
         self.strides = [int(s) for s in head.stride]  # Python ints: reading a tensor under torch.export is a guard
         head.export, head.format, head.dynamic = True, "onnx", False  # plain decoded tensor out
+        if hasattr(getattr(head, "dfl", None), "conv"):
+            head.dfl = DFLSum(head.dfl)
         if has_one2one(head):
             head.end2end = end2end
         self._anchors(1)
@@ -109,9 +130,7 @@ class UltralyticsDetector(nn.Module):
             y = self.model(x)
         finally:
             head.training = training
-        if self.end2end:
-            return torch.cat((y[..., :4] / self.input_size, y[..., 4:]), -1)
-        return torch.cat((y[:, :4] / self.input_size, y[:, 4:]), 1)
+        return boxes_over_size(y, self.input_size, self.end2end)
 
     def head_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The dense output of every head branch (one-to-many, and one-to-one if present).
@@ -129,7 +148,7 @@ class UltralyticsDetector(nn.Module):
         preds = out if head.training else out[1]
         branches = [preds["one2many"], preds["one2one"]] if "one2many" in preds else [preds]
         dense = [head._inference(p) for p in branches]
-        return [torch.cat((y[:, :4] / self.input_size, y[:, 4:]), 1) for y in dense]
+        return [boxes_over_size(y, self.input_size) for y in dense]
 
 
 def has_one2one(head: nn.Module) -> bool:
@@ -165,8 +184,8 @@ def load_ultralytics(path: Path, trust_pickle: bool) -> tuple[nn.Module, dict[st
     if not isinstance(model, nn.Module):
         raise ModelError(f"{path} has no model under 'ema' or 'model'")
     model = model.float().eval()
-    for name, p in model.named_parameters():
-        p.requires_grad_(".dfl." not in name)  # Ultralytics saves frozen weights; DFL's conv is a fixed integral
+    for p in model.parameters():
+        p.requires_grad_(True)  # Ultralytics saves frozen weights; distillation trains them (DFL becomes a buffer)
     names = getattr(model, "names", None) or {}
     class_names = [str(names[i]) for i in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
     args = ckpt.get("train_args") or {}
@@ -176,20 +195,13 @@ def load_ultralytics(path: Path, trust_pickle: bool) -> tuple[nn.Module, dict[st
     return model, info
 
 
-def prune_defaults(model: nn.Module) -> tuple[list[str], list[str]]:
-    """(ignored globs, output layer names) for pruning a wrapped DetectionModel.
-
-    Kept: the first convolution (its input is the image), the whole detection head (its convolutions'
-    channel counts are tied to the decode), and attention blocks (their channels are split into heads).
-    """
+def prune_ignored(model: nn.Module) -> list[str]:
+    """Module globs kept unpruned in a wrapped DetectionModel: the first convolution (its input is the image), the
+    whole detection head (its channel counts are tied to the decode) and attention blocks (their channels are
+    split into heads)."""
     layers = model.model.model
-    last = len(layers) - 1
-    ignored = ["model.model.0.*", f"model.model.{last}.*"]
+    ignored = ["model.model.0.*", f"model.model.{len(layers) - 1}.*"]
     for i, layer in enumerate(layers):
         if any(type(m).__name__ in ("Attention", "AAttn", "PSA", "C2PSA", "A2C2f") for m in layer.modules()):
             ignored.append(f"model.model.{i}.*")
-    head = layers[-1]
-    outputs = [f"model.model.{last}.{branch}.{i}.{len(seq) - 1}"
-               for branch in ("cv2", "cv3", "one2one_cv2", "one2one_cv3") if getattr(head, branch, None) is not None
-               for i, seq in enumerate(getattr(head, branch))]
-    return ignored, outputs
+    return ignored

@@ -38,25 +38,20 @@ def _tp():
     return torch_pruning
 
 
-def output_layers(model: nn.Module) -> list[str]:
-    """The reference detector's convolutions whose outputs are raw predictions (channel counts fixed)."""
-    names = [f"heads.{i}.{branch}.1" for i in range(len(getattr(model, "heads", []))) for branch in ("box", "cls")]
-    return [n for n in names if isinstance(model.get_submodule(n), nn.Conv2d)]
-
-
 def output_convs(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Any architecture's output convolutions: walk the autograd graph back from the outputs to the first
-    convolution on each path (what follows them is decode: their channel counts are fixed by the format)."""
+    """The convolutions whose outputs are the raw predictions, for any architecture: walk the autograd graph
+    back from every head output to the first convolution on each path (what follows is decode; their channel
+    counts are fixed by the output format)."""
     params = {id(p): name for name, p in model.named_parameters()}
     with torch.enable_grad():
         stack = [y.grad_fn for y in head_outputs(model, example) if y.grad_fn is not None]
     found: set[str] = set()
-    seen: set[int] = set()
+    seen: set = set()  # the nodes themselves, not id()s: a freed wrapper's id can be reused by another node
     while stack:
         fn = stack.pop()
-        if id(fn) in seen:
+        if fn in seen:
             continue
-        seen.add(id(fn))
+        seen.add(fn)
         parents = [f for f, _ in fn.next_functions if f is not None]
         if type(fn).__name__.startswith("ConvolutionBackward"):
             weights = [params.get(id(f.variable), "") for f in parents if hasattr(f, "variable")]
@@ -89,17 +84,16 @@ def _importance(name: str):
 
 
 def prune_once(model: nn.Module, cfg: PruneConfig, ratio: float, round_to: int, size: int,
-               calib_images: np.ndarray | None, ignored_globs: list[str] = (), outputs: list[str] = ()) -> nn.Module:
-    """A pruned copy of ``model`` at channel ratio ``ratio``.
+               calib_images: np.ndarray | None, ignored_globs: list[str] = ()) -> nn.Module:
+    """A pruned copy of ``model`` at channel ratio ``ratio``; output convolutions are always kept.
 
-    ``ignored_globs``: the model's default kept modules (when the config names none); ``outputs``: its output
-    convolutions (always kept)."""
+    ``ignored_globs``: the model's default kept modules, used when the config names none."""
     tp = _tp()
     model = copy.deepcopy(model).eval()
     normalize_for_pruning(model)
     modules = dict(model.named_modules())
     example = torch.zeros(1, 3, size, size)
-    ignored = [modules[n] for n in (list(outputs) or output_layers(model) or output_convs(model, example))]
+    ignored = [modules[n] for n in output_convs(model, example)]
     for pattern in cfg.ignored if cfg.ignored is not None else ignored_globs:
         ignored += [m for n, m in modules.items() if fnmatch.fnmatch(n, pattern) and isinstance(m, nn.Conv2d)]
     ratio_dict = {}
@@ -126,16 +120,15 @@ def prune_once(model: nn.Module, cfg: PruneConfig, ratio: float, round_to: int, 
 
 
 def prune_to_target(model: nn.Module, cfg: PruneConfig, round_to: int, size: int, calib_images: np.ndarray | None,
-                    ignored_globs: list[str] = (), outputs: list[str] = ()) -> tuple[nn.Module, float]:
+                    ignored_globs: list[str] = ()) -> tuple[nn.Module, float]:
     """Prune at ``cfg.ratio``, or bisect the ratio until MACs fall by ``cfg.target_macs_reduction``."""
-    kept = {"ignored_globs": ignored_globs, "outputs": outputs}
     if cfg.target_macs_reduction is None:
-        return prune_once(model, cfg, cfg.ratio or 0.0, round_to, size, calib_images, **kept), cfg.ratio or 0.0
+        return prune_once(model, cfg, cfg.ratio or 0.0, round_to, size, calib_images, ignored_globs), cfg.ratio or 0.0
     base, _ = count(model, size)
     lo, hi, best = 0.0, 0.95, None
     for _ in range(8):
         mid = (lo + hi) / 2
-        candidate = prune_once(model, cfg, mid, round_to, size, calib_images, **kept)
+        candidate = prune_once(model, cfg, mid, round_to, size, calib_images, ignored_globs)
         reduction = 1 - count(candidate, size)[0] / base
         if reduction >= cfg.target_macs_reduction:
             best, hi = (candidate, mid), mid
@@ -250,7 +243,7 @@ def prune_stage(detector, cfg: PruneConfig, channel_multiple: int, calib, train_
     teacher = detector.module.eval()
     before = figures(teacher)
     student, ratio = prune_to_target(teacher, cfg, round_to, size, calib.images if calib is not None else None,
-                                     detector.prune_ignored, detector.output_layers)
+                                     detector.prune_ignored)
     after_prune = figures(student)
     log(f"pruned at ratio {ratio:.3f}: MACs {before['macs'] / 1e6:.0f}M -> {after_prune['macs'] / 1e6:.0f}M, "
         f"mAP50-95 {before['map50_95']:.4f} -> {after_prune['map50_95']:.4f}")

@@ -16,6 +16,7 @@ OUTPUT_NAME = "output"
 
 def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
     """torch -> ONNX with a static 1x3xSxS input (legacy TorchScript exporter, opset 17), then onnxslim.
+    An ONNX source is already prepared to the same contract and is only slimmed and checked.
 
     The legacy exporter is used because it honours opset 17 and static shapes exactly; both exporters fold
     BatchNorm. onnxslim removes the shape arithmetic the tracer leaves (identical outputs).
@@ -25,22 +26,18 @@ def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
 
     if detector.onnx_model is not None:  # an ONNX source, already prepared to the same contract
         model = onnx.load_from_string(detector.onnx_model)
-        if simplify:
-            import onnxslim
-
-            model = onnxslim.slim(model)
-        onnx.save(model, str(path))
-        return path
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(detector.module.eval(), (detector.example_input(),), buf, dynamo=False,
-                              opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              do_constant_folding=True)
-    except Exception as exc:  # torch raises many types; the user needs the message
-        raise ExportError(f"torch.onnx.export failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
-    model = onnx.load_from_string(buf.getvalue())
+    else:
+        buf = io.BytesIO()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(detector.module.eval(), (detector.example_input(),), buf, dynamo=False,
+                                  opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                  do_constant_folding=True)
+        except Exception as exc:  # torch raises many types; the user needs the message
+            raise ExportError(f"torch.onnx.export failed: {exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0]}") from None
+        model = onnx.load_from_string(buf.getvalue())
     if simplify:
         import onnxslim
 

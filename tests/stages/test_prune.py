@@ -11,7 +11,7 @@ from edgeopt.models.reference import ReferenceConfig, build_reference
 
 tp = pytest.importorskip("torch_pruning", reason="the 'prune' extra is not installed")
 
-from edgeopt.stages.prune import count, output_layers, prune_once, recover  # noqa: E402
+from edgeopt.stages.prune import count, output_convs, prune_once, recover  # noqa: E402
 
 
 class Conv(nn.Module):
@@ -86,11 +86,13 @@ def test_ignored_layers_untouched_and_round_to_respected():
     cfg = PruneConfig(ratio=0.4, ignored=["stem.*", "heads.*"])
     pruned = prune_once(model, cfg, 0.4, 16, 64, None)
     orig = dict(model.named_modules())
+    outputs = output_convs(model, torch.zeros(1, 3, 64, 64))
+    assert outputs == sorted(f"heads.{i}.{b}.1" for i in range(len(model.heads)) for b in ("box", "cls"))
     changed = 0
     for name, m in pruned.named_modules():
         if not isinstance(m, nn.Conv2d):
             continue
-        if name.startswith(("stem", "heads")) or name in output_layers(model):
+        if name.startswith(("stem", "heads")) or name in outputs:
             assert m.out_channels == orig[name].out_channels, name  # ignored: output channels kept
         elif m.out_channels != orig[name].out_channels:
             changed += 1
