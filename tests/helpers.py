@@ -27,3 +27,21 @@ def write_config(tmp_path: Path, **changes) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def fake_ultralytics_checkpoint(path: Path, model_class: str, monkeypatch) -> None:
+    """A pickle referencing ``ultralytics.nn.tasks.<model_class>`` the way real checkpoints do (made without
+    Ultralytics: the class lives in a stand-in module only while saving)."""
+    import sys
+    import types
+
+    import torch
+
+    module = types.ModuleType("ultralytics.nn.tasks")
+    cls = type(model_class, (), {"__module__": "ultralytics.nn.tasks"})
+    setattr(module, model_class, cls)
+    for name in ("ultralytics", "ultralytics.nn"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "ultralytics.nn.tasks", module)
+    torch.save({"model": cls(), "train_args": {"imgsz": 320}}, path)
+    monkeypatch.undo()

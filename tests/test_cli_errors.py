@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from helpers import write_config
+from helpers import fake_ultralytics_checkpoint, write_config
 
 ROOT = Path(__file__).parents[1]
 
@@ -60,6 +60,37 @@ def test_corrupt_model_file(tmp_path):
     bad.write_bytes(b"PK\x03\x04 definitely not a torch file")
     cfg = _edit(write_config(tmp_path), lambda c: c["model"].update(source=str(bad)))
     assert_clean_failure(edgeopt("run", str(cfg)), "not a readable PyTorch file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ultralytics_checkpoint_without_opt_in_and_of_another_task(tmp_path, monkeypatch):
+    det, seg = tmp_path / "yolo.pt", tmp_path / "yolo-seg.pt"
+    fake_ultralytics_checkpoint(det, "DetectionModel", monkeypatch)
+    fake_ultralytics_checkpoint(seg, "SegmentationModel", monkeypatch)
+    cfg = _edit(write_config(tmp_path), lambda c: c["model"].update(source=str(det)))
+    assert_clean_failure(edgeopt("run", str(cfg)), "full Python pickle", "model.trust_pickle: true")
+    cfg = _edit(cfg, lambda c: c["model"].update(source=str(seg), trust_pickle=True))
+    assert_clean_failure(edgeopt("run", str(cfg)), "Ultralytics segmentation checkpoint", "detection checkpoint")
+    assert not (tmp_path / "run").exists()
+
+
+def test_onnx_source_with_prune_or_tflite(tmp_path):
+    import torch
+
+    from edgeopt.models.reference import ReferenceConfig, build_reference
+
+    model = build_reference(ReferenceConfig(num_classes=6, input_size=96, widths=(8, 16, 16, 32, 32),
+                                            depths=(1, 1, 1, 1), neck=(16, 16, 32), head=16)).eval()
+    onnx_path = tmp_path / "det.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 96, 96),), str(onnx_path), dynamo=False, opset_version=17)
+    cfg = _edit(write_config(tmp_path), lambda c: (c["model"].update(source=str(onnx_path), input_size=None,
+                                                                      decoder="yolo_normalized"),
+                                                   c.update(stages=["calibrate", "quantize", "prune", "export"])))
+    assert_clean_failure(edgeopt("run", str(cfg)), "'prune' stage needs a torch model", "drop 'prune'")
+    cfg = _edit(cfg, lambda c: (c.update(stages=["calibrate", "quantize", "export"]),
+                                c["targets"].append({"name": "tflite", "precisions": ["fp32"]})))
+    assert_clean_failure(edgeopt("run", str(cfg)), "target 'tflite' cannot export", "litert-torch",
+                         "drop 'tflite' from targets")
     assert not (tmp_path / "run").exists()
 
 

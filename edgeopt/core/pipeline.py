@@ -104,7 +104,8 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     for name, target in targets.items():
         reason = target.source_unsupported(detector)
         if reason:
-            raise ConfigError(f"target '{name}' cannot export {detector.source}: {reason}")
+            raise ConfigError(f"target '{name}' cannot export {detector.source}: {reason}",
+                              hint=f"drop '{name}' from targets, or give the torch model (.pt or 'module:factory')")
     recovery_data = config.prune.recovery.data
     prune_train = open_dataset(recovery_data) if "prune" in stages and recovery_data else None
     if validation is not None and config.benchmark.map and not validation.labelled:

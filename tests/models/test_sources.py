@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-import types
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError, ModelError
 from edgeopt.models.detector import load_model
 from edgeopt.models.reference import ReferenceConfig, build_reference
-from helpers import write_config
+from helpers import fake_ultralytics_checkpoint, write_config
 
 NAMES = ("circle", "triangle", "square", "star", "cross", "hexagon")
 FACTORY = """
@@ -154,22 +153,9 @@ def test_onnx_source_pipeline_and_refusals(tmp_path):
         load_model(ModelConfig(source=str(tmp_path / "bad.onnx"), class_names=list(NAMES)))
 
 
-def _fake_ultralytics_checkpoint(path, model_class: str, monkeypatch) -> None:
-    """A pickle referencing ``ultralytics.nn.tasks.<model_class>`` the way real checkpoints do (made without
-    Ultralytics: the class lives in a stand-in module only while saving)."""
-    module = types.ModuleType("ultralytics.nn.tasks")
-    cls = type(model_class, (), {"__module__": "ultralytics.nn.tasks"})
-    setattr(module, model_class, cls)
-    for name in ("ultralytics", "ultralytics.nn"):
-        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "ultralytics.nn.tasks", module)
-    torch.save({"model": cls(), "train_args": {"imgsz": 320}}, path)
-    monkeypatch.undo()
-
-
 def test_ultralytics_checkpoint_needs_opt_in(tmp_path, monkeypatch):
     path = tmp_path / "yolo.pt"
-    _fake_ultralytics_checkpoint(path, "DetectionModel", monkeypatch)
+    fake_ultralytics_checkpoint(path, "DetectionModel", monkeypatch)
     with pytest.raises(ModelError, match="full Python pickle") as err:
         load_model(ModelConfig(source=str(path)))
     assert "trust_pickle: true" in err.value.hint
@@ -179,14 +165,14 @@ def test_ultralytics_checkpoint_needs_opt_in(tmp_path, monkeypatch):
                                        ("OBBModel", "oriented-box")])
 def test_ultralytics_other_tasks_are_refused(tmp_path, monkeypatch, cls, task):
     path = tmp_path / "yolo.pt"
-    _fake_ultralytics_checkpoint(path, cls, monkeypatch)
+    fake_ultralytics_checkpoint(path, cls, monkeypatch)
     with pytest.raises(ModelError, match=f"Ultralytics {task}"):
         load_model(ModelConfig(source=str(path), trust_pickle=True))  # refused even with the opt-in
 
 
 def test_corrupt_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "yolo.pt"
-    _fake_ultralytics_checkpoint(path, "DetectionModel", monkeypatch)
+    fake_ultralytics_checkpoint(path, "DetectionModel", monkeypatch)
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(ModelError, match="not a readable PyTorch file"):
         load_model(ModelConfig(source=str(path), trust_pickle=True))
