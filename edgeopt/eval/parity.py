@@ -10,6 +10,7 @@ from edgeopt.models.decode import DecoderConfig, box_iou, decode
 
 DEPLOY_DECODER = DecoderConfig(score_threshold=0.25)
 ROW_FLOOR = 0.05  # end-to-end rows below this score are a tail whose order among near-ties is arbitrary
+MIN_ROWS = 10  # ... but at least the best rows are compared, so a model scoring low everywhere is still checked
 
 
 def box_agreement(ref, got, iou: float = 0.5) -> tuple[int, int]:
@@ -35,12 +36,13 @@ def align_rows(a: np.ndarray, b: np.ndarray, floor: float = ROW_FLOOR) -> tuple[
     """End-to-end outputs ``(1, K, 6)``, row-aligned for a numeric comparison.
 
     The rows are a top-K by score, so near-equal scores may come out in another order (or another row may make
-    the cut) in another runtime; that is not an error. Each reference row scoring at least ``floor`` is paired
-    with the artifact row of the same class that overlaps it most (a zero row if none does); rows below the
-    floor are left out.
+    the cut) in another runtime; that is not an error. Each reference row scoring at least ``floor`` (and at
+    least the best ``MIN_ROWS``) is paired with the artifact row of the same class that overlaps it most (a zero
+    row if none does); the other rows are left out.
     """
     ref, got = a.reshape(-1, 6), b.reshape(-1, 6)
-    rows = ref[ref[:, 4] >= floor]
+    order = np.argsort(-ref[:, 4], kind="stable")
+    rows = ref[order[: max(int((ref[:, 4] >= floor).sum()), min(MIN_ROWS, len(ref)))]]
     paired = np.zeros_like(rows)
     free = np.ones(len(got), bool)
     for i, row in enumerate(rows):
