@@ -34,13 +34,18 @@ def data_synth(
     val: Annotated[int, typer.Option(help="Number of validation images.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives a byte-identical dataset.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (does not change the output).")] = 2,
+    difficulty: Annotated[str, typer.Option(help="hard (clutter, small objects, degradations) or easy (1-4 large "
+                                                 "objects on a plain background, for models trained in minutes).")]
+    = "hard",
 ) -> None:
     """Generate the synthetic detection dataset (6 shape classes, clutter, occlusion, blur, JPEG)."""
-    from edgeopt.data.synthetic import generate
+    from edgeopt.data.synthetic import DIFFICULTIES, generate
 
     if train < 0 or val < 0 or train + val == 0:
         raise ConfigError(f"--train and --val must be >= 0 and not both 0 (got {train}, {val})")
-    path = generate(out, train, val, seed=seed, workers=workers, progress=True)
+    if difficulty not in DIFFICULTIES:
+        raise ConfigError(f"--difficulty must be one of {list(DIFFICULTIES)}, got {difficulty!r}")
+    path = generate(out, train, val, seed=seed, workers=workers, progress=True, difficulty=difficulty)
     console.print(f"wrote {train} train + {val} val images; dataset file: {path}")
 
 

@@ -79,7 +79,9 @@ class QuantizeConfig(Strict):
     percentile: float = Field(99.999, gt=90, le=100, description="For method: percentile")
     per_channel: bool = True
     keep_head_float: bool = Field(True, description="Keep the final head convolutions and the decode in float")
-    keep_float: list[str] = Field(default_factory=list, description="Extra ONNX node-name regexes to keep in float")
+    keep_float: list[str] = Field(default_factory=list, description=(
+        "Extra regexes (re.search) over each runtime's own names to keep in float: ONNX node names (onnxruntime, "
+        "openvino), TFLite tensor names, ncnn layer names"))
 
 
 class RecoveryConfig(Strict):

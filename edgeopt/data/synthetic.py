@@ -25,6 +25,7 @@ CLASS_NAMES: tuple[str, ...] = ("circle", "triangle", "square", "star", "cross",
 CLASS_HUES: tuple[float, ...] = (0.0, 0.33, 0.62, 0.15, 0.83, 0.5)
 IMAGE_SIZES: tuple[tuple[int, int], ...] = ((320, 320), (352, 288), (288, 352), (336, 336), (320, 256))
 MIN_OBJECT = 10
+DIFFICULTIES: tuple[str, ...] = ("hard", "easy")
 
 
 @dataclass(frozen=True)
@@ -136,20 +137,36 @@ def _overlaps_too_much(box: tuple[float, float, float, float], placed: list[tupl
     return False
 
 
-def render_image(seed: int, split: str, index: int) -> tuple[bytes, int, int, list[SynthObject]]:
-    """Draw one image; returns JPEG bytes, width, height and its objects."""
-    split_id = {"train": 1, "val": 2, "test": 3}.get(split, 4)
+def _plain_background(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """A flat, low-saturation background with a soft gradient (the ``easy`` difficulty)."""
+    base = rng.uniform(90, 170, 3)
+    gy = np.mgrid[0:h, 0:w][0].astype(np.float32)[..., None] / h
+    return Image.fromarray(np.clip(base + rng.uniform(-20, 20) * gy, 0, 255).astype(np.uint8))
+
+
+def render_image(seed: int, split: str, index: int, difficulty: str = "hard") -> tuple[bytes, int, int, list[SynthObject]]:
+    """Draw one image; returns JPEG bytes, width, height and its objects.
+
+    ``difficulty="easy"`` draws 1-4 large objects on a plain background without distractors or degradations, for
+    detectors trained from scratch in a few minutes (their confidences must be high enough to compare).
+    """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    easy = difficulty == "easy"
+    split_id = {"train": 1, "val": 2, "test": 3}.get(split, 4) + (100 if easy else 0)
     rng = np.random.default_rng([seed, split_id, index])
     w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
-    canvas = _background(rng, w, h)
+    canvas = _plain_background(rng, w, h) if easy else _background(rng, w, h)
     draw = ImageDraw.Draw(canvas)
-    _distractors(rng, draw, w, h)
+    if not easy:
+        _distractors(rng, draw, w, h)
     objects: list[SynthObject] = []
     placed: list[tuple[float, float, float, float]] = []
     max_size = min(w, h) / 2
-    for _ in range(int(rng.integers(2, 9))):
+    min_size = min(w, h) / 6 if easy else MIN_OBJECT + 2
+    for _ in range(int(rng.integers(1, 5) if easy else rng.integers(2, 9))):
         cls = int(rng.integers(len(CLASS_NAMES)))
-        size = float(np.exp(rng.uniform(math.log(MIN_OBJECT + 2), math.log(max_size))))
+        size = float(np.exp(rng.uniform(math.log(min_size), math.log(max_size))))
         r = size / 2
         # centres may fall slightly outside the image: objects get truncated at the borders
         cx, cy = rng.uniform(-0.15 * size, w + 0.15 * size), rng.uniform(-0.15 * size, h + 0.15 * size)
@@ -181,6 +198,10 @@ def render_image(seed: int, split: str, index: int) -> tuple[bytes, int, int, li
         canvas.paste(layer, (0, 0), mask)
         objects.append(SynthObject(cls, box))
         placed.append(box)
+    if easy:
+        buf = io.BytesIO()
+        canvas.save(buf, format="JPEG", quality=95)
+        return buf.getvalue(), w, h, objects
     # photometric degradations: lighting/colour jitter, blur, sensor noise, JPEG
     arr = np.asarray(canvas).astype(np.float32)
     arr = arr * rng.uniform(0.7, 1.25) * rng.uniform(0.9, 1.1, 3) + rng.uniform(-25, 25)
@@ -202,18 +223,20 @@ def _yolo_label(objects: list[SynthObject], w: int, h: int) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _write_one(args: tuple[Path, int, str, int]) -> None:
-    out, seed, split, index = args
-    jpeg, w, h, objects = render_image(seed, split, index)
+def _write_one(args: tuple[Path, int, str, int, str]) -> None:
+    out, seed, split, index, difficulty = args
+    jpeg, w, h, objects = render_image(seed, split, index, difficulty)
     stem = f"{split}_{index:06d}"
     (out / "images" / split / f"{stem}.jpg").write_bytes(jpeg)
     (out / "labels" / split / f"{stem}.txt").write_text(_yolo_label(objects, w, h))
 
 
-def generate(out: Path, train: int, val: int, seed: int = 0, workers: int = 1, progress: bool = False) -> Path:
+def generate(out: Path, train: int, val: int, seed: int = 0, workers: int = 1, progress: bool = False,
+             difficulty: str = "hard") -> Path:
     """Write a YOLO-format dataset (``images/{train,val}``, ``labels/{train,val}``, ``data.yaml``) to ``out``.
 
-    Returns the path of ``data.yaml``. The content depends only on ``(train, val, seed)``.
+    Returns the path of ``data.yaml``. The content depends only on ``(train, val, seed, difficulty)``; see
+    ``render_image`` for ``difficulty``.
     """
     out = Path(out)
     jobs: list[tuple[Path, int, str, int]] = []
@@ -222,7 +245,7 @@ def generate(out: Path, train: int, val: int, seed: int = 0, workers: int = 1, p
             continue
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-        jobs += [(out, seed, split, i) for i in range(count)]
+        jobs += [(out, seed, split, i, difficulty) for i in range(count)]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = pool.map(_write_one, jobs, chunksize=32)
@@ -233,7 +256,7 @@ def generate(out: Path, train: int, val: int, seed: int = 0, workers: int = 1, p
     splits = "".join(f"{s}: images/{s}\n" for s, c in (("train", train), ("val", val)) if c > 0)
     yaml_path = out / "data.yaml"
     # no "path:" key: readers (edgeopt, Ultralytics) resolve the splits next to data.yaml
-    yaml_path.write_text(f"# edgeopt synthetic dataset, seed {seed}\n{splits}names:\n{names}\n")
+    yaml_path.write_text(f"# edgeopt synthetic dataset, seed {seed}, {difficulty}\n{splits}names:\n{names}\n")
     return yaml_path
 
 

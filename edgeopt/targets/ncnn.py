@@ -72,7 +72,8 @@ class NcnnTarget(Target):
             param, weights = convert_with_pnnx(detector, Path(tmp), fp16=False)
             fp32_size = weights.stat().st_size
             result = write_int8(param, weights, out_dir / "model.param", out_dir / "model.bin", calib.images,
-                                io["inputs"][0], io["outputs"], keep_head_float=plan.keep_head_float, method=method)
+                                io["inputs"][0], io["outputs"], keep_head_float=plan.keep_head_float, method=method,
+                                keep_float=plan.keep_float)
         (out_dir / "calibration.table").write_text(table_text(result["table"]))
         quantization = {"type": "ncnn int8 (int8_scale_term), written by edgeopt", "weights": "int8 per output channel",
                         "activations": "int8 per layer input, dequantized at each conv output",

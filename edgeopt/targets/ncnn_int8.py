@@ -16,6 +16,7 @@ Only Convolution, ConvolutionDepthWise and InnerProduct are quantized (as in ncn
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,13 +248,16 @@ def head_tail_layers(layers: list[Layer], outputs: list[str]) -> set[str]:
 
 def write_int8(param: Path, weights: Path, out_param: Path, out_weights: Path, images: np.ndarray,
                input_blob: str, outputs: list[str], keep_head_float: bool = True, method: str = "kl",
-               keep_float: set[str] | None = None) -> dict:
-    """Calibrate and write the int8 model; returns the calibration table and what was quantized."""
+               keep_float: list[str] | None = None) -> dict:
+    """Calibrate and write the int8 model; returns the calibration table and what was quantized.
+
+    ``keep_float``: regexes (``re.search``) over ncnn layer names whose layers stay float.
+    """
     n_blobs, layers = parse_param(param.read_text())
     read_bin(layers, weights.read_bytes())
     if any(layer.int("8") for layer in layers if layer.type in QUANTIZABLE):
         raise ExportError(f"{param} is already quantized")
-    kept = set(keep_float or ())
+    kept = {layer.name for layer in layers if any(re.search(p, layer.name) for p in keep_float or ())}
     if keep_head_float:
         kept |= head_tail_layers(layers, outputs)
     targets = [layer for layer in layers if layer.type in QUANTIZABLE and layer.name not in kept]

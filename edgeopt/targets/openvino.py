@@ -8,6 +8,7 @@ images; the plan's float-kept part (head convs + decode) becomes NNCF's ignored 
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ class OpenVinoTarget(Target):
         import nncf
 
         ignored = head_tail_names(model) if plan.keep_head_float else []
+        ignored += [op.get_friendly_name() for op in model.get_ops()
+                    if any(re.search(p, op.get_friendly_name()) for p in plan.keep_float)]
+        ignored = sorted(set(ignored))
         preset_name = str(options.get("preset", "mixed")).lower()
         presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
         if preset_name not in presets:

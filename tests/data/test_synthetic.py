@@ -40,3 +40,13 @@ def test_render_is_a_pure_function_of_seed_split_index():
     c = render_image(1, "train", 5)
     assert a[0] == b[0] and a[3] == b[3]
     assert a[0] != c[0]
+
+
+def test_easy_difficulty_draws_few_large_objects(tmp_path):
+    ds = read_yolo(generate(tmp_path, train=12, val=0, seed=0, difficulty="easy"), "train")
+    counts = [len(s.boxes) for s in ds.samples]
+    assert 1 <= min(counts) and max(counts) <= 4
+    full = [max(b[2] - b[0], b[3] - b[1]) / min(s.width, s.height) for s in ds.samples for b in s.boxes
+            if b[0] > 0 and b[1] > 0 and b[2] < s.width and b[3] < s.height]  # untruncated objects
+    assert full and min(full) > 0.1
+    assert render_image(0, "train", 0, "easy")[0] != render_image(0, "train", 0)[0]

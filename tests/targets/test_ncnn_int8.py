@@ -130,3 +130,15 @@ def test_int8_model_loads_and_runs_in_int8(tiny_ncnn):
     assert 1e-4 < err.max() < 0.1 * np.abs(ref).max()  # quantization error: int8 math, not fp32 math
     cos = (outs["q"] * ref).sum() / np.linalg.norm(outs["q"]) / np.linalg.norm(ref)
     assert cos > 0.995
+
+
+def test_keep_float_patterns_keep_layers_float(tiny_ncnn):
+    model, d, images = tiny_ncnn
+    _, layers = parse_param((d / "m.ncnn.param").read_text())
+    first = next(ly.name for ly in layers if ly.type == "Convolution")
+    result = write_int8(d / "m.ncnn.param", d / "m.ncnn.bin", d / "k.param", d / "k.bin", images, "in0", ["out0"],
+                        keep_float=[f"^{first}$"])
+    assert first in result["kept_float"] and first not in result["quantized_layers"]
+    assert len(result["quantized_layers"]) == 2
+    _, written = parse_param((d / "k.param").read_text())
+    assert next(ly for ly in written if ly.name == first).params.get("8") is None  # stays fp32

@@ -1,0 +1,18 @@
+"""OpenVINO specifics beyond the shared contract."""
+
+import pytest
+
+from edgeopt.stages.quantize import QuantPlan
+from edgeopt.targets import get_target
+
+pytest.importorskip("nncf")
+
+
+def test_keep_float_patterns_join_the_ignored_scope(tiny_detector, calib, tmp_path):
+    target = get_target("openvino")
+    default = target.export(tiny_detector, "int8", QuantPlan(), calib, tmp_path / "a", {})["quantization"]
+    kept = target.export(tiny_detector, "int8", QuantPlan(keep_float=["stem"]), calib, tmp_path / "b",
+                         {})["quantization"]
+    extra = set(kept["kept_float"]) - set(default["kept_float"])
+    assert extra and all("stem" in name for name in extra)
+    assert kept["fake_quantize_nodes"] < default["fake_quantize_nodes"]
