@@ -146,6 +146,9 @@ class ParityConfig(Strict):
     min_cosine: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "bf16": 0.998, "int8": 0.98})
     min_box_agreement: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.98, "fp16": 0.95, "bf16": 0.9, "int8": 0.75})
     max_abs: dict[str, float] = Field(default_factory=lambda: {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 1.0})
+    score_margin: float = Field(0.05, ge=0, lt=0.25, description=(
+        "Box agreement: a detection at the 0.25 score threshold on one side matches the other side's box scoring "
+        "at least 0.25 minus this (a score 0.26 -> 0.24 is the same detection)"))
 
 
 class BenchmarkConfig(Strict):

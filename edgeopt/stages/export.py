@@ -60,8 +60,9 @@ def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, 
     write_manifest(out_dir, manifest)
     session = target.open(out_dir, manifest, threads=1)
     figures = parity(detector.infer(), lambda x: session(x)[0], calib.float_images("parity"), detector.input_size,
-                     replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold))
-    tol = {"min_cosine": parity_cfg.min_cosine.get(precision, 0.0),
+                     replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold),
+                     margin=parity_cfg.score_margin)
+    tol = {"score_margin": parity_cfg.score_margin, "min_cosine": parity_cfg.min_cosine.get(precision, 0.0),
            "min_box_agreement": parity_cfg.min_box_agreement.get(precision, 0.0),
            "max_abs": parity_cfg.max_abs.get(precision, float("inf"))}
     problems = []

@@ -65,7 +65,8 @@ class NcnnTarget(Target):
             quantization = None if precision == "fp32" else {"type": "fp16-stored weights, fp32 compute on x86",
                                                              "weights": "float16"}
             return {"model_files": ["model.param", "model.bin"], "quantization": quantization, "ncnn": io}
-        method = str(options.get("calibration", "kl"))
+        # the plan's method unless the target option names one; ncnn has max and KL (its entropy calibration) only
+        method = str(options.get("calibration", "max" if plan.method == "minmax" else "kl"))
         if method not in ("kl", "max"):
             raise ConfigError(f"ncnn option calibration must be 'kl' or 'max', got {method!r}")
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,9 @@
 """Ultralytics YOLO checkpoints end to end (runs in .venv-ultralytics; skipped where Ultralytics is missing).
 
 YOLOv8n, YOLO11n and YOLO26n are built from Ultralytics' own yaml files and trained briefly on a generated
-dataset (nothing downloaded); the checkpoints Ultralytics writes are what edgeopt loads.
+dataset (nothing downloaded); the checkpoints Ultralytics writes are what edgeopt loads. The dataset is the
+generator's ``easy`` difficulty: on the hard one a few minutes of training from scratch leave mAP50-95 ~0.05 and
+scores near the threshold, and such a model says little about int8 or pruning.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def yolo_env(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def yolo_data(yolo_env) -> Path:
-    return generate(yolo_env / "data", train=64, val=32, seed=0)
+    return generate(yolo_env / "data", train=64, val=32, seed=0, difficulty="easy")
 
 
 @pytest.fixture(scope="session")
@@ -120,26 +122,17 @@ def test_fp32_on_every_runtime_scores_like_ultralytics_val(arch, plain_run, trai
     ours = {t: rows[(t, "fp32")]["map50_95"] for t in TARGETS}
     print(f"{arch}: Ultralytics val mAP50-95 {theirs:.4f}; edgeopt fp32 per runtime {ours}")
     assert all(rows[(t, "fp32")]["status"] == "passed" for t in TARGETS)
-    assert theirs > 0.01  # the brief training learned something, so the comparison means something
+    assert theirs > 0.1  # the brief training learned to detect, so the comparison means something
     for target, value in ours.items():
         assert abs(value - theirs) <= 0.010, f"{target}: {value:.4f} vs Ultralytics {theirs:.4f}"
 
 
-# Measured here (see the issue note): on these briefly trained models int8 moves the few confident boxes of the
-# parity images across the 0.25 threshold, so box agreement is 0. YOLOv8n: the one confident box (score 0.46)
-# falls to 0.10 with OpenVINO and 0.04 with TFLite (ONNX Runtime 0.35, ncnn 0.27, which pass); YOLO11n: all
-# four runtimes. An open defect, kept visible (xfail, not strict, so a fix shows as XPASS) rather than loosened.
-INT8_OPEN = {("yolov8n", "openvino"), ("yolov8n", "tflite")} | {("yolo11n", t) for t in TARGETS}
-
-
 @pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
 @pytest.mark.parametrize("target", TARGETS)
-def test_int8_passes_parity(arch, target, plain_run, request):
-    if (arch, target) in INT8_OPEN:
-        request.applymarker(pytest.mark.xfail(reason="int8 parity on weakly trained YOLO: open, see INT8_OPEN",
-                                              strict=False))
+def test_int8_passes_parity_and_keeps_map(arch, target, plain_run):
     row = plain_run(arch)[(target, "int8")]
     assert row["status"] == "passed", row["reason"]
+    assert row["parity_box_agreement"] >= 0.75 and row["map50_95_drop"] <= 0.02, row
 
 
 @pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
@@ -150,8 +143,14 @@ def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_dat
                           prune={"ratio": 0.2, "recovery": {"mode": "distill", "epochs": 1, "batch": 16,
                                                             "data": {"path": str(yolo_data), "split": "train"}}})
     result = run_pipeline(load_config(pruned))
-    assert result.run_info["prune"]["macs_reduction"] > 0.1
-    assert result.run_info["prune"]["recovery"]["mode"] == "distill"
+    report = result.run_info["prune"]
+    print(f"{arch} pruned: MACs {report['before']['macs'] / 1e6:.0f}M -> {report['after_recovery']['macs'] / 1e6:.0f}M, "
+          f"mAP50-95 {report['before']['map50_95']:.4f} -> {report['after_prune']['map50_95']:.4f} -> "
+          f"{report['after_recovery']['map50_95']:.4f} after distillation")
+    assert report["macs_reduction"] > 0.1
+    assert report["recovery"]["mode"] == "distill"
+    # distillation recovers a model that still detects, so the parity below compares real boxes
+    assert report["after_recovery"]["map50_95"] >= 0.5 * report["before"]["map50_95"]
     failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]
     assert not failed and len(result.records) == 2 * len(TARGETS)
 
