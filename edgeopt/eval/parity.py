@@ -21,10 +21,11 @@ def box_agreement(ref: Detections, got: Detections, threshold: float, margin: fl
                   iou: float = 0.5) -> tuple[int, int]:
     """How many detections two sets agree on: (matched, counted).
 
-    Counted are the detections scoring at least ``threshold`` on either side. Boxes pair greedily, one to one, by
-    IoU (same class, IoU >= ``iou``); a pair is a match when one side reaches ``threshold`` and the other at least
-    ``threshold - margin``, so a score of 0.26 that comes out 0.24 is the same detection, not a lost one and a
-    found one. Pass detections decoded at ``threshold - margin`` or lower.
+    Counted are the detections scoring at least ``threshold`` on either side. Reference boxes, best first, each
+    take the highest-scoring free box of the same class overlapping them by ``iou`` or more (so a weak duplicate
+    that survived NMS does not take the place of the real detection); a pair is a match when one side reaches
+    ``threshold`` and the other at least ``threshold - margin``, so a score of 0.26 that comes out 0.24 is the
+    same detection, not a lost one and a found one. Pass detections decoded at ``threshold - margin`` or lower.
     """
     floor = threshold - margin
     ref, got = _above(ref, floor), _above(got, floor)
@@ -32,13 +33,11 @@ def box_agreement(ref: Detections, got: Detections, threshold: float, margin: fl
     ref_free, got_free = np.ones(len(ref), bool), np.ones(len(got), bool)
     if len(ref) and len(got):
         ious = box_iou(ref.boxes, got.boxes)
-        ious[ref.classes[:, None] != got.classes[None, :]] = 0
-        while True:
-            i, j = np.unravel_index(np.argmax(ious), ious.shape)
-            if ious[i, j] < iou:
-                break
-            ious[i, :] = 0
-            ious[:, j] = 0
+        for i in np.argsort(-ref.scores, kind="stable"):
+            candidates = np.nonzero(got_free & (got.classes == ref.classes[i]) & (ious[i] >= iou))[0]
+            if candidates.size == 0:
+                continue
+            j = candidates[np.argmax(got.scores[candidates])]
             if max(ref.scores[i], got.scores[j]) >= threshold:
                 matched += 1
                 ref_free[i] = got_free[j] = False

@@ -69,6 +69,28 @@ def head_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return model.head_outputs(x) if hasattr(model, "head_outputs") else [model(x)]
 
 
+def kept_channels(channels: int, pruned: int, multiple: int) -> int:
+    """Channels left after pruning ``pruned`` of ``channels``, rounded to the *nearest* multiple (at least one)."""
+    if channels <= multiple:
+        return channels
+    return min(channels, max(multiple, int(round((channels - pruned) / multiple)) * multiple))
+
+
+def _pruner_class():
+    """torch-pruning's pruner, rounding kept channels to the nearest multiple of ``round_to``.
+
+    torch-pruning floors them: a 16-channel layer at ratio 0.05 kept 8, so nano models (YOLOv8n has many 16- and
+    32-channel layers) lost 19% of their MACs and all their accuracy at a 5% ratio (measured).
+    """
+    tp = _tp()
+
+    class NearestMultiplePruner(tp.pruner.BasePruner):
+        def _round_to(self, n_pruned: int, current_channels: int, round_to: int) -> int:
+            return current_channels - kept_channels(current_channels, n_pruned, round_to)
+
+    return NearestMultiplePruner
+
+
 def count(model: nn.Module, size: int) -> tuple[int, int]:
     """(MACs, parameters) at one ``size`` x ``size`` image."""
     macs, params = _tp().utils.count_ops_and_params(model.eval(), torch.zeros(1, 3, size, size))
@@ -88,7 +110,6 @@ def prune_once(model: nn.Module, cfg: PruneConfig, ratio: float, round_to: int, 
     """A pruned copy of ``model`` at channel ratio ``ratio``; output convolutions are always kept.
 
     ``ignored_globs``: the model's default kept modules, used when the config names none."""
-    tp = _tp()
     model = copy.deepcopy(model).eval()
     normalize_for_pruning(model)
     modules = dict(model.named_modules())
@@ -102,7 +123,7 @@ def prune_once(model: nn.Module, cfg: PruneConfig, ratio: float, round_to: int, 
         if not matched:
             raise ConfigError(f"prune.overrides: no convolution matches {pattern!r}")
         ratio_dict.update({m: r for m in matched})
-    pruner = tp.pruner.BasePruner(model, example, importance=_importance(cfg.importance),
+    pruner = _pruner_class()(model, example, importance=_importance(cfg.importance),
                                   global_pruning=cfg.allocation == "global", pruning_ratio=ratio,
                                   pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, round_to=round_to,
                                   forward_fn=head_outputs)

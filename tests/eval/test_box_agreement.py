@@ -38,3 +38,10 @@ def test_extra_detection_in_the_artifact_counts():
     ref = dets((BOX, 0.9, 0))
     got = dets((BOX, 0.88, 0), (OTHER, 0.6, 2))
     assert box_agreement(ref, got, 0.25, margin=0.05) == (1, 2)
+
+
+def test_a_weak_duplicate_does_not_take_the_place_of_the_detection():
+    near = [11.0, 11.0, 50.0, 50.0]  # overlaps BOX even more closely than the real detection does
+    ref = dets((BOX, 0.36, 0))
+    got = dets(([13.0, 13.0, 52.0, 52.0], 0.37, 0), (near, 0.22, 0))
+    assert box_agreement(ref, got, 0.25, margin=0.05) == (1, 1)

@@ -11,7 +11,7 @@ from edgeopt.models.reference import ReferenceConfig, build_reference
 
 tp = pytest.importorskip("torch_pruning", reason="the 'prune' extra is not installed")
 
-from edgeopt.stages.prune import count, output_convs, prune_once, recover  # noqa: E402
+from edgeopt.stages.prune import count, kept_channels, output_convs, prune_once, recover  # noqa: E402
 
 
 class Conv(nn.Module):
@@ -100,6 +100,23 @@ def test_ignored_layers_untouched_and_round_to_respected():
     assert changed > 5
     assert count(pruned, 64)[0] < 0.8 * count(model, 64)[0]
     assert pruned(torch.rand(1, 3, 64, 64)).shape == model(torch.rand(1, 3, 64, 64)).shape
+
+
+def test_kept_channels_round_to_the_nearest_multiple():
+    assert kept_channels(16, 1, 8) == 16  # a 5% ratio must not halve a small layer (torch-pruning floors: 8)
+    assert kept_channels(64, 13, 8) == 48  # 51 -> 48
+    assert kept_channels(64, 10, 8) == 56  # 54 -> 56
+    assert kept_channels(32, 30, 8) == 8  # at least one multiple
+    assert kept_channels(8, 4, 8) == 8  # a layer of one multiple is not pruned
+
+
+def test_small_ratio_keeps_small_layers():
+    model = _tiny_reference()
+    pruned = prune_once(model, PruneConfig(ratio=0.05), 0.05, 8, 64, None)
+    orig = dict(model.named_modules())
+    for name, m in pruned.named_modules():
+        if isinstance(m, nn.Conv2d) and orig[name].out_channels <= 16:
+            assert m.out_channels == orig[name].out_channels, name
 
 
 def test_pruned_model_round_trips_weights_only(tmp_path):
