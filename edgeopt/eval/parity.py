@@ -96,4 +96,5 @@ def parity(reference: Callable[[np.ndarray], np.ndarray], artifact: Callable[[np
         m, t = box_agreement(decode(a, input_size, low), decode(b, input_size, low), threshold, margin)
         matched, total = matched + m, total + t
     return {"max_abs": max_abs, "cosine": dots / max(np.sqrt(na * nb), 1e-12),
-            "box_agreement": matched / total if total else 1.0, "images": int(len(images))}
+            "box_agreement": matched / total if total else 1.0, "boxes_compared": int(total),
+            "images": int(len(images))}

@@ -98,6 +98,11 @@ def prepare(model, size: int, layout: str):
             node.output[:] = [OUTPUT_NAME if n == raw else n for n in node.output]
     out.name = OUTPUT_NAME
     out.type.tensor_type.ClearField("shape")
+    used = {node.name for node in graph.node}
+    for i, node in enumerate(graph.node):  # quantizers keep nodes float by name: every node needs one
+        if not node.name:
+            node.name = next(n for n in (f"edgeopt_{node.op_type}_{i}", f"edgeopt_{node.op_type}_{i}_") if n not in used)
+            used.add(node.name)
     return onnx.shape_inference.infer_shapes(model)
 
 

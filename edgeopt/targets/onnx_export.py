@@ -47,6 +47,13 @@ def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
     return path
 
 
+def is_projection(weight_shape: list[int] | None) -> bool:
+    """A 1x1 convolution to one channel: the DFL expectation of YOLOv8-style heads as exported by Ultralytics
+    (softmax over bins, then a fixed conv with weights 0..15). It is decode, not the head's last layer; treating
+    one as decode only keeps more in float."""
+    return weight_shape is not None and len(weight_shape) == 4 and weight_shape[0] == 1 and weight_shape[2:] == [1, 1]
+
+
 def head_tail_nodes(model) -> tuple[list[str], list[str]]:
     """The final convolutions feeding the outputs and the decode nodes after them (names).
 
@@ -55,7 +62,10 @@ def head_tail_nodes(model) -> tuple[list[str], list[str]]:
     coarsens boxes, so the plan keeps them in float by default.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
+    weight_shape = {t.name: list(t.dims) for t in model.graph.initializer}
     convs, decode = head_tail((producer[o.name] for o in model.graph.output if o.name in producer),
                               parents=lambda n: [producer[i] for i in n.input if i in producer],
-                              is_conv=lambda n: n.op_type == "Conv", ident=lambda n: n.name)
+                              is_conv=lambda n: n.op_type == "Conv"
+                              and not is_projection(weight_shape.get(n.input[1]) if len(n.input) > 1 else None),
+                              ident=lambda n: n.output[0])  # names may be empty; outputs are unique
     return [n.name for n in convs], [n.name for n in decode]

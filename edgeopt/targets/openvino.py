@@ -18,7 +18,7 @@ import numpy as np
 from edgeopt.errors import ConfigError, ExportError
 from edgeopt.targets.base import Target
 from edgeopt.targets.graph import head_tail
-from edgeopt.targets.onnx_export import export_onnx
+from edgeopt.targets.onnx_export import export_onnx, is_projection
 
 
 def cpu_supports_bf16() -> bool:
@@ -33,7 +33,8 @@ def head_tail_names(model) -> list[str]:
     convs, decode = head_tail((r.input_value(0).get_node() for r in model.get_results()),
                               parents=lambda n: [v.get_node() for v in n.input_values()
                                                  if v.get_node().get_type_name() not in ("Constant", "Parameter")],
-                              is_conv=lambda n: n.get_type_name() == "Convolution",
+                              is_conv=lambda n: n.get_type_name() == "Convolution"
+                              and not is_projection(list(n.input_value(1).get_partial_shape().to_shape())),
                               ident=lambda n: n.get_friendly_name())
     return [n.get_friendly_name() for n in decode + convs]
 

@@ -140,7 +140,7 @@ def test_onnx_source_pipeline_and_refusals(tmp_path):
     rows = {(r["target"], r["precision"]): r for r in result.records}
     assert rows[("onnx-source", "fp32")]["status"] == "reference"
     assert all(rows[k]["status"] == "passed" for k in [("onnxruntime", "fp32"), ("onnxruntime", "int8"),
-                                                        ("openvino", "fp32")])
+                                                        ("openvino", "fp32")]), rows
     assert rows[("onnxruntime", "fp32")]["map50_95"] == pytest.approx(rows[("onnx-source", "fp32")]["map50_95"],
                                                                      abs=1e-6)
     with pytest.raises(ConfigError, match="'prune' stage needs a torch model"):
@@ -148,6 +148,9 @@ def test_onnx_source_pipeline_and_refusals(tmp_path):
     with pytest.raises(ConfigError, match="litert-torch"):
         run_pipeline(load_config(write_config(tmp_path, model=model_cfg,
                                               targets=[{"name": "tflite", "precisions": ["fp32"]}])))
+    with pytest.raises(ConfigError, match="pnnx"):
+        run_pipeline(load_config(write_config(tmp_path, model=model_cfg,
+                                              targets=[{"name": "ncnn", "precisions": ["fp32"]}])))
     (tmp_path / "bad.onnx").write_bytes(path.read_bytes()[:500])
     with pytest.raises(ModelError, match="not a valid ONNX model"):
         load_model(ModelConfig(source=str(tmp_path / "bad.onnx"), class_names=list(NAMES)))

@@ -161,8 +161,11 @@ def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_dat
     """C2f/C3k2 normalised, head and attention kept, distilled without Ultralytics' trainer, then every target."""
     pruned = write_config(tmp_path / "pruned.yaml", train_yolo(arch, 40), yolo_data,
                           ["calibrate", "quantize", "prune", "export"],
-                          prune={"ratio": 0.2, "recovery": {"mode": "distill", "epochs": 1, "batch": 16,
-                                                            "data": {"path": str(yolo_data), "split": "train"}}})
+                          # BN scale (network slimming) keeps these nano models best; distillation at a low rate,
+                          # 8 epochs of the 64 training images (32 steps)
+                          prune={"ratio": 0.2, "importance": "bn_scale",
+                                 "recovery": {"mode": "distill", "epochs": 8, "lr": 2e-4, "batch": 16,
+                                              "data": {"path": str(yolo_data), "split": "train"}}})
     result = run_pipeline(load_config(pruned))
     report = result.run_info["prune"]
     print(f"{arch} pruned: MACs {report['before']['macs'] / 1e6:.0f}M -> {report['after_recovery']['macs'] / 1e6:.0f}M, "
@@ -170,10 +173,13 @@ def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_dat
           f"{report['after_recovery']['map50_95']:.4f} after distillation")
     assert report["macs_reduction"] > 0.1
     assert report["recovery"]["mode"] == "distill"
-    # distillation recovers a model that still detects, so the parity below compares real boxes
-    assert report["after_recovery"]["map50_95"] >= 0.5 * report["before"]["map50_95"]
+    # distillation recovers accuracy, and the model still detects, so the parity below compares real boxes
+    assert report["after_recovery"]["map50_95"] >= report["after_prune"]["map50_95"] + 0.02
     failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]
     assert not failed and len(result.records) == 2 * len(TARGETS)
+    for record in result.records:
+        manifest = json.loads((Path(record["artifact"]) / "edgeopt.json").read_text())
+        assert manifest["parity"]["boxes_compared"] > 0, record["artifact"]
 
 
 def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yolo, yolo_data, tmp_path):
@@ -183,7 +189,7 @@ def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yo
     checkpoint = tmp_path / "yolov8n.pt"
     checkpoint.write_bytes(train_yolo("yolov8n", 40).read_bytes())
     onnx_path = Path(YOLO(str(checkpoint)).export(format="onnx", imgsz=SIZE))
-    targets = ["onnxruntime", "openvino", "ncnn"]  # tflite converts from torch, not ONNX
+    targets = ["onnxruntime", "openvino"]  # tflite and ncnn convert from torch, not ONNX
     cfg = write_config(tmp_path / "onnx.yaml", onnx_path, yolo_data, ["calibrate", "quantize", "export", "benchmark"])
     raw = yaml.safe_load(cfg.read_text())
     raw["model"] = {"source": str(onnx_path)}

@@ -52,7 +52,7 @@ def test_export_load_run_parity(name, precision, tiny_detector, calib, tmp_path)
     manifest = export_bundle(target, tiny_detector, precision, QuantPlan(), calib, tmp_path, {}, ParityConfig(),
                              {"test": True})
     assert manifest["parity"]["passed"], manifest["parity"]["problems"]
-    assert manifest["parity"]["box_agreement"] > 0  # boxes were actually compared
+    assert manifest["parity"]["boxes_compared"] > 0  # boxes were actually compared
     assert verify_bundle(tmp_path) == []
     run = target.open(tmp_path, manifest, threads=1)
     x = calib.float_images("parity")[:1]
