@@ -90,7 +90,7 @@ def test_factory_model_prunes_and_exports(factory_module, tmp_path):
     cfg = write_config(tmp_path, stages=["calibrate", "quantize", "prune", "export"],
                        model={"source": "userdet:build", "weights": str(weights), "decoder": "yolo_normalized",
                               "input_size": 96},
-                       prune={"ratio": 0.25, "recovery": {"mode": "none"}})
+                       prune={"ratio": 0.5, "recovery": {"mode": "none"}})  # 16-channel layers keep 8
     result = run_pipeline(load_config(cfg))
     assert [r["status"] for r in result.records] == ["passed", "passed"]
     assert result.run_info["prune"]["macs_reduction"] > 0.1
