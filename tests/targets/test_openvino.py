@@ -16,3 +16,10 @@ def test_keep_float_patterns_join_the_ignored_scope(tiny_detector, calib, tmp_pa
     extra = set(kept["kept_float"]) - set(default["kept_float"])
     assert extra and all("stem" in name for name in extra)
     assert kept["fake_quantize_nodes"] < default["fake_quantize_nodes"]
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_every_calibration_method_quantizes(method, tiny_detector, calib, tmp_path):
+    details = get_target("openvino").export(tiny_detector, "int8", QuantPlan(method=method), calib, tmp_path, {})
+    assert details["quantization"]["fake_quantize_nodes"] > 0
+    assert details["quantization"]["calibration"].startswith({"percentile": "per-image", "entropy": "histogram"}[method])
