@@ -239,7 +239,7 @@ def generate(out: Path, train: int, val: int, seed: int = 0, workers: int = 1, p
     ``render_image`` for ``difficulty``.
     """
     out = Path(out)
-    jobs: list[tuple[Path, int, str, int]] = []
+    jobs: list[tuple[Path, int, str, int, str]] = []
     for split, count in (("train", train), ("val", val)):
         if count <= 0:
             continue

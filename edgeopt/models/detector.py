@@ -40,8 +40,9 @@ class Detector:
     """``module`` maps float NCHW RGB in [0, 1] (letterboxed, ``input_size`` square) to the output described by
     ``decoder``, with boxes divided by the input size. An ONNX source has ``onnx_model`` (bytes) and no module.
 
-    ``prune_ignored``: module-name globs kept unpruned by default (output convolutions always are). ``end2end``: builds the one-to-one (NMS-free) variant of a module,
-    for heads that have one; targets whose runtime lacks its operators keep the dense head.
+    ``prune_ignored``: module-name globs kept unpruned by default (output convolutions always are).
+    ``end2end``: builds the one-to-one (NMS-free) variant of a module, for heads that have one; targets whose
+    runtime lacks its operators keep the dense head.
     """
 
     module: nn.Module | None

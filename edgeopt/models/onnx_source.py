@@ -101,8 +101,11 @@ def prepare(model, size: int, layout: str):
     used = {node.name for node in graph.node}
     for i, node in enumerate(graph.node):  # quantizers keep nodes float by name: every node needs one
         if not node.name:
-            node.name = next(n for n in (f"edgeopt_{node.op_type}_{i}", f"edgeopt_{node.op_type}_{i}_") if n not in used)
-            used.add(node.name)
+            name = f"edgeopt_{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
     return onnx.shape_inference.infer_shapes(model)
 
 
