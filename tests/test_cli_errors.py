@@ -91,7 +91,15 @@ def test_onnx_source_with_prune_or_tflite(tmp_path):
                                 c["targets"].append({"name": "tflite", "precisions": ["fp32"]})))
     assert_clean_failure(edgeopt("run", str(cfg)), "target 'tflite' cannot export", "litert-torch",
                          "drop 'tflite' from targets")
+    cfg = _edit(cfg, lambda c: c.update(targets=[{"name": "ncnn", "precisions": ["fp32"]}]))
+    assert_clean_failure(edgeopt("run", str(cfg)), "target 'ncnn' cannot export", "pnnx", "drop 'ncnn' from targets")
     assert not (tmp_path / "run").exists()
+
+
+def test_synth_unknown_difficulty(tmp_path):
+    proc = edgeopt("data", "synth", "--out", str(tmp_path / "d"), "--train", "2", "--val", "0", "--difficulty", "mid")
+    assert_clean_failure(proc, "--difficulty must be one of", "'mid'")
+    assert not (tmp_path / "d").exists()
 
 
 def test_non_image_in_calibration_folder(tmp_path):
