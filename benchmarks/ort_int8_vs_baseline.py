@@ -35,8 +35,8 @@ def main() -> None:
     import edgeopt
     from edgeopt.eval.coco_map import coco_map
     from edgeopt.eval.predict import predict
-    from edgeopt.models.checkpoint import load_detector
-    from edgeopt.stages.calibrate import open_dataset
+    from edgeopt.models.sources.reference.checkpoint import load_detector
+    from edgeopt.data.open import open_dataset
 
     config = edgeopt.load_config(args.config, [f"benchmark.threads={args.threads}"])
     result = edgeopt.run(config)
@@ -59,7 +59,7 @@ def main() -> None:
         for precision in ("fp32", "int8"):
             bundle = Path(rows[precision]["artifact"])
             manifest = json.loads((bundle / "edgeopt.json").read_text())
-            from edgeopt.targets.runners.onnxruntime_runner import load_session
+            from edgeopt.targets.onnxruntime.runner import load_session
 
             session = load_session(bundle, manifest, args.threads)
             runs[f"edgeopt onnxruntime {precision}"] = lambda x, s=session: s(x)[0]

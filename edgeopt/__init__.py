@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from edgeopt.core.version import VERSION
 from edgeopt.errors import (
     ConfigError,
     DataError,
@@ -22,11 +23,11 @@ from edgeopt.errors import (
     ParityError,
 )
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 if TYPE_CHECKING:
     from edgeopt.config.schema import PipelineConfig
-    from edgeopt.core.pipeline import RunResult
+    from edgeopt.pipeline import RunResult
 
 
 def load_config(path: str, overrides: list[str] | None = None) -> PipelineConfig:
@@ -38,7 +39,7 @@ def load_config(path: str, overrides: list[str] | None = None) -> PipelineConfig
 
 def run(config: PipelineConfig | str, use_cache: bool = True, **kwargs: Any) -> RunResult:
     """Run a pipeline config (object or YAML path) and return its results."""
-    from edgeopt.core.pipeline import run_pipeline
+    from edgeopt.pipeline import run_pipeline
 
     if isinstance(config, str):
         config = load_config(config)

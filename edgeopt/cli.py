@@ -66,7 +66,7 @@ def train_cmd(
     """Train the reference detector on a YOLO-format dataset (CPU)."""
     if input_size % 32:
         raise ConfigError(f"--input-size must be a multiple of 32, got {input_size}")
-    from edgeopt.models.train import TrainConfig, train
+    from edgeopt.training.train import TrainConfig, train
 
     result = train(TrainConfig(data=data, out=out, epochs=epochs, batch=batch, lr=lr, input_size=input_size,
                                val_every=val_every, val_images=val_images, seed=seed, resume=resume, bf16=bf16))
@@ -86,8 +86,9 @@ def eval_cmd(
     """COCO mAP50-95 / mAP50 / per-class AP of a detector on a labelled dataset."""
     from edgeopt.data.load import read_dataset
     from edgeopt.eval.coco_map import coco_map
-    from edgeopt.eval.predict import predict, torch_infer
-    from edgeopt.models.checkpoint import load_detector
+    from edgeopt.eval.predict import predict
+    from edgeopt.models.detector import torch_infer
+    from edgeopt.models.sources.reference.checkpoint import load_detector
 
     if backend not in ("faster", "pycocotools"):
         raise ConfigError(f"--backend must be 'faster' or 'pycocotools', got {backend!r}")
@@ -141,7 +142,7 @@ def run_cmd(
 ) -> None:
     """Run a pipeline: calibrate -> quantize -> export (+ parity) -> benchmark -> report."""
     from edgeopt.config.load import load_config
-    from edgeopt.core.pipeline import run_pipeline
+    from edgeopt.pipeline import run_pipeline
     from edgeopt.report.results import results_table
 
     overrides = list(set_ or []) + ([f"output={out}"] if out else [])

@@ -77,7 +77,7 @@ def test_ultralytics_checkpoint_without_opt_in_and_of_another_task(tmp_path, mon
 def test_onnx_source_with_prune_or_tflite(tmp_path):
     import torch
 
-    from edgeopt.models.reference import ReferenceConfig, build_reference
+    from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
 
     model = build_reference(ReferenceConfig(num_classes=6, input_size=96, widths=(8, 16, 16, 32, 32),
                                             depths=(1, 1, 1, 1), neck=(16, 16, 32), head=16)).eval()

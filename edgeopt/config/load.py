@@ -4,39 +4,43 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgeopt.config.schema import PipelineConfig
+from edgeopt.core.registry import TARGETS
 from edgeopt.errors import ConfigError, did_you_mean
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The BaseModels inside an annotation (``X``, ``X | None``, ``list[X]``, a union of sections)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    """The literal ``name`` of a member of a discriminated union (a target section), else None."""
+    field = model.model_fields.get("name")
+    args = get_args(field.annotation) if field is not None else ()
+    return args[0] if len(args) == 1 and get_origin(field.annotation) is Literal else None
 
 
 def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
     """Field names of the config section at ``path`` (for did-you-mean on an unknown key)."""
-    current: Any = model
+    current = [model]
     for part in path:
         if isinstance(part, int):
             continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
-            return []
-        annotation = current.model_fields[part].annotation
-        current = _model_in(annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    """The BaseModel inside ``X``, ``X | None`` or ``list[X]`` annotations."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+        tagged = [m for m in current if _tag(m) == part]
+        if tagged:  # pydantic names the union member by its tag in the error location
+            current = tagged
+            continue
+        current = [inner for m in current if part in m.model_fields
+                   for inner in _models_in(m.model_fields[part].annotation)]
+    return list(dict.fromkeys(f for m in current for f in m.model_fields)) if len(current) == 1 else []
 
 
 def _explain(exc: ValidationError, source: str) -> ConfigError:
@@ -44,8 +48,16 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
     lines, hint = [], None
     for err in exc.errors():
         loc = tuple(err["loc"])
-        key = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        # a target section's tag (its name) is part of pydantic's location; users never write it
+        key = ".".join(str(p) for i, p in enumerate(loc)
+                       if not (i and isinstance(loc[i - 1], int) and p in TARGETS)) or "(top level)"
+        if err["type"] == "union_tag_invalid":
+            tag = str(err.get("ctx", {}).get("tag", err.get("input")))
+            suggestion = did_you_mean(tag, TARGETS.names)
+            lines.append(f"'{key}': unknown target '{tag}'" + (f" ({suggestion})" if suggestion else "")
+                         + f"; targets are {', '.join(TARGETS.names)}")
+            hint = hint or suggestion
+        elif err["type"] == "extra_forbidden":
             suggestion = did_you_mean(str(loc[-1]), _fields_at(PipelineConfig, loc[:-1]))
             lines.append(f"unknown key '{key}'" + (f" ({suggestion})" if suggestion else ""))
             hint = hint or suggestion

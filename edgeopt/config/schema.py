@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-STAGES = ("calibrate", "quantize", "prune", "export", "benchmark")
+from edgeopt.config.base import Strict, TargetSection
+from edgeopt.core.registry import STAGES as STAGE_REGISTRY
+from edgeopt.core.registry import TARGETS, resolve
+
+STAGES = STAGE_REGISTRY.names
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-
-
-class Strict(BaseModel):
-    """Base of every config section: unknown keys are rejected."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class ModelConfig(Strict):
@@ -22,12 +20,12 @@ class ModelConfig(Strict):
     module built by a factory, or an ONNX file."""
 
     source: str = Field("reference", description=(
-        "'reference' (the embedded detector), a .pt file (edgeopt weights or an Ultralytics YOLO checkpoint), "
+        "'reference' (the embedded detector), a .pt file (edgeopt weights or a third-party checkpoint), "
         "an .onnx file, or 'package.module:factory' (a function returning a torch module)"))
     input_size: int | None = Field(None, ge=32, le=2048, description=(
         "Square model input side in pixels (multiple of 32); default: the checkpoint's training size, else 320"))
     trust_pickle: bool = Field(False, description=(
-        "Allow loading a checkpoint that is a full Python pickle (Ultralytics .pt): it can run code, so opt in "
+        "Allow loading a checkpoint that is a full Python pickle (some third-party .pt files): it can run code, so opt in "
         "only for files you trust"))
     weights: str | None = Field(None, description="For 'module:factory': a state_dict file loaded into the module")
     factory_args: dict[str, Any] = Field(default_factory=dict, description="For 'module:factory': keyword arguments")
@@ -80,8 +78,8 @@ class QuantizeConfig(Strict):
     per_channel: bool = True
     keep_head_float: bool = Field(True, description="Keep the final head convolutions and the decode in float")
     keep_float: list[str] = Field(default_factory=list, description=(
-        "Extra regexes (re.search) over each runtime's own names to keep in float: ONNX node names (onnxruntime, "
-        "openvino), TFLite tensor names, ncnn layer names"))
+        "Extra regexes (re.search) over each runtime's own names to keep in float (ONNX node names, tensor or "
+        "layer names: see README)"))
 
 
 class RecoveryConfig(Strict):
@@ -107,37 +105,19 @@ class PruneConfig(Strict):
     allocation: Literal["uniform", "global"] = "uniform"
     round_to: int | None = Field(None, ge=1, description="Channel multiple; default from the quantization plan (8)")
     ignored: list[str] | None = Field(None, description=(
-        "Module-name globs whose output channels are kept (output convs always are); default: the model's own "
-        "(stem and detection head; for Ultralytics models also attention blocks)"))
+        "Module-name globs whose output channels are kept (output convs always are); default: the model family's "
+        "own (e.g. stem and detection head)"))
     overrides: dict[str, float] = Field(default_factory=dict, description="Module-name glob -> pruning ratio")
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
 
 
-class TargetConfig(Strict):
-    """One runtime and the precisions to export for it."""
+def _target_sections() -> tuple[type[TargetSection], ...]:
+    """Each registered target's config section (light pydantic modules: no runtime is imported)."""
+    return tuple(resolve(TARGETS.entry(name).config) for name in TARGETS.names)
 
-    name: str
-    precisions: list[Literal["fp32", "fp16", "bf16", "int8"]] = Field(default_factory=lambda: ["fp32"])
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Target-specific options")
 
-    @field_validator("name")
-    @classmethod
-    def _known_target(cls, v: str) -> str:
-        from edgeopt.errors import did_you_mean
-        from edgeopt.targets import TARGETS
-
-        if v not in TARGETS:
-            suggestion = did_you_mean(v, TARGETS)
-            raise ValueError(f"unknown target '{v}'" + (f" ({suggestion})" if suggestion else "")
-                             + f"; targets are {', '.join(TARGETS)}")
-        return v
-
-    @field_validator("precisions")
-    @classmethod
-    def _non_empty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("list at least one precision")
-        return list(dict.fromkeys(v))
+# a target section is chosen by its ``name``; its precisions and options are that target's own
+TargetConfig = Annotated[Union[_target_sections()], Field(discriminator="name")]  # noqa: UP007
 
 
 class ParityConfig(Strict):

@@ -1,9 +1,9 @@
-"""Content-addressed cache of stage outputs, written atomically.
+"""Content-addressed cache of stage outputs, and the one atomic-write helper every writer uses.
 
 A stage's output lives in ``<root>/<stage>/<key>/`` where ``key`` hashes (stage, its config, its input keys,
-versions). The directory is built under a temporary name and renamed into place only when complete, with a
-``_done`` marker: an interrupted run leaves at most a temporary directory, which the next run deletes, and
-finished stages are reused.
+versions, its code). The directory is built under a temporary name and renamed into place only when complete,
+with a ``_done`` marker: an interrupted run leaves at most a temporary directory, which the next run deletes,
+and finished stages are reused.
 """
 
 from __future__ import annotations
@@ -34,6 +34,46 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _temporary(path: Path) -> Path:
+    """A per-process temporary name beside ``path`` (two processes never share one)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` to produce a file or directory at a temporary path, then rename it to ``path``.
+
+    Readers never see half a file: an interrupted write leaves only the temporary, which the next write
+    replaces. An existing directory at ``path`` is replaced as a whole."""
+    path = Path(path)
+    tmp = _temporary(path)
+    _remove(tmp)
+    try:
+        write(tmp)
+        if path.is_dir() and tmp.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+    return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON atomically (see :func:`atomic_write`)."""
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
+
+
+def copy_tree_atomic(source: Path, dest: Path, ignore: tuple[str, ...] = (DONE,)) -> Path:
+    """Copy a directory to ``dest`` atomically, replacing what was there."""
+    return atomic_write(dest, lambda tmp: shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*ignore)))
+
+
 class Cache:
     """Stage outputs under ``root``; ``enabled=False`` rebuilds every entry (``--no-cache``)."""
 
@@ -60,7 +100,7 @@ class Cache:
         final = self.path(stage, key)
         return final if self.enabled and (final / DONE).is_file() else None
 
-    def build(self, stage: str, key: str, builder: Callable[[Path], None]) -> Path:
+    def build(self, stage: str, key: str, builder: Callable[[Path], Any]) -> Path:
         """Return the cached output, or run ``builder(tmp_dir)`` and move its result into place atomically."""
         found = self.lookup(stage, key)
         if found is not None:
@@ -69,22 +109,10 @@ class Cache:
         self.misses.append(f"{stage}/{key}")
         final = self.path(stage, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
+
+        def write(tmp: Path) -> None:
+            tmp.mkdir()
             builder(tmp)
             (tmp / DONE).write_text("")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return final
 
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+        return atomic_write(final, write)

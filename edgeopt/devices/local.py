@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgeopt.core.contracts import Device
+from edgeopt.core.manifest import verify_bundle
 from edgeopt.errors import DeviceError
 
 
@@ -30,8 +32,8 @@ def governor() -> str | None:
         return None
 
 
-class LocalDevice:
-    """Runs bundles on this machine."""
+class LocalDevice(Device):
+    """Runs bundles on this machine, in a fresh process each time."""
 
     def __init__(self, profile: dict[str, Any] | None = None) -> None:
         self.profile = profile or {"name": "local", "kind": "local"}
@@ -43,13 +45,26 @@ class LocalDevice:
                 "cores": os.cpu_count(), "governor": governor(), "os": platform.platform(),
                 "python": platform.python_version()}
 
-    def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
-        """Run ``run.py --bench`` in a new process (so peak RSS is the artifact's own) and parse its JSON."""
-        cmd = [sys.executable, str(Path(bundle) / "run.py"), "--bench", "--threads", str(threads),
-               "--warmup", str(warmup), "--runs", str(runs)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    def push(self, bundle: Path) -> str:
+        """Nothing to copy: the bundle is already here."""
+        return str(Path(bundle).resolve())
+
+    def verify(self, bundle: Path) -> list[str]:
+        return verify_bundle(Path(bundle))
+
+    def run(self, command: list[str], timeout: float = 1800, env: dict[str, str] | None = None,
+            what: str | None = None) -> str:
+        """Run ``command`` here; ``what`` names it in the error (default: the command)."""
+        proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                              timeout=timeout)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise DeviceError(f"benchmark of {bundle.name} failed on {self.name}: {tail[0]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+            raise DeviceError(f"{what or ' '.join(command)} failed on {self.name}: {tail[0]}")
+        return proc.stdout
+
+    def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
+        """Run ``run.py --bench`` in a new process (so peak RSS is the artifact's own) and parse its JSON."""
+        cmd = [sys.executable, str(Path(self.push(bundle)) / "run.py"), "--bench", "--threads", str(threads),
+               "--warmup", str(warmup), "--runs", str(runs)]
+        out = self.run(cmd, env={"OMP_NUM_THREADS": str(threads)}, what=f"benchmark of {Path(bundle).name}")
+        return json.loads(out.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ import numpy as np
 from edgeopt.data.coco import to_coco
 from edgeopt.data.dataset import DetectionDataset
 from edgeopt.errors import DataError, missing_extra
-from edgeopt.models.decode import Detections
+from edgeopt.bundle.decode import Detections
 
 
 def detections_to_coco(detections: list[Detections]) -> list[dict]:

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from edgeopt.models.decode import DecoderConfig, Detections, box_iou, decode
+from edgeopt.bundle.decode import DecoderConfig, Detections, box_iou, decode
 
 DEPLOY_DECODER = DecoderConfig(score_threshold=0.25)
 ROW_FLOOR = 0.05  # end-to-end rows below this score are a tail whose order among near-ties is arbitrary

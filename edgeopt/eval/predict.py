@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 
 from edgeopt.data.dataset import DetectionDataset, load_image
-from edgeopt.data.letterbox import Letterbox, letterbox_image
-from edgeopt.models.decode import DecoderConfig, Detections, decode
+from edgeopt.bundle.letterbox import Letterbox, letterbox_image
+from edgeopt.bundle.decode import DecoderConfig, Detections, decode
 
 # decoder settings for mAP: keep low-score boxes so the precision-recall curve is complete
 EVAL_DECODER = DecoderConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=300, multi_label=True)
@@ -52,16 +52,3 @@ def predict(
     if pending:
         flush()
     return results
-
-
-def torch_infer(model) -> Callable[[np.ndarray], np.ndarray]:
-    """Wrap a torch detector (eval mode, no grad) as a numpy ``infer`` function."""
-    import torch
-
-    model.eval()
-
-    def infer(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
-
-    return infer

@@ -1,19 +1,18 @@
-"""Saving and loading detectors as (architecture config + state_dict), always loadable with weights_only=True."""
+"""Checkpoints of any architecture as (channel spec + state_dict): always loadable with ``weights_only=True``."""
 
 from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from edgeopt.core.cache import atomic_write
 from edgeopt.errors import ModelError
-from edgeopt.models.reference import ReferenceConfig, ReferenceDetector
-
-FORMAT = "edgeopt.reference/1"
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "reference.pt"
 
 
 def load_checkpoint_dict(path: str | Path) -> dict:
@@ -68,40 +67,14 @@ def apply_channel_spec(model: nn.Module, spec: dict[str, list[int]]) -> nn.Modul
     return model
 
 
-def save_detector(model: ReferenceDetector, path: str | Path) -> Path:
-    """Write ``{"format", "config", "channels", "state_dict"}`` atomically (temp file, then rename)."""
-    return _save(path, {"format": FORMAT, "config": model.config.to_dict(), "channels": channel_spec(model),
-                        "state_dict": _plain_state(model)})
-
-
-def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict as detached contiguous tensors (nothing that pickles code)."""
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-def _save(path: str | Path, payload: dict) -> Path:
-    """torch.save atomically: a temporary file, then a rename (an interrupted write leaves no half file)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_detector(path: str | Path | None = None) -> ReferenceDetector:
-    """Rebuild a reference detector from a saved file (the committed default weights when ``path`` is None)."""
-    path = Path(path) if path else DEFAULT_WEIGHTS
-    data = load_checkpoint_dict(path)
-    if data.get("format") != FORMAT:
-        raise ModelError(f"{path} is not an edgeopt reference-detector file (format {data.get('format')!r}, "
-                         f"expected {FORMAT!r})")
-    model = ReferenceDetector(ReferenceConfig.from_dict(data["config"]))
-    if data.get("channels"):  # pruned: resize layers before loading weights
-        apply_channel_spec(model, data["channels"])
-    try:
-        model.load_state_dict(data["state_dict"])
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not match the architecture: {str(exc).splitlines()[0]}") from None
-    return model.eval()
+def save_checkpoint(path: str | Path, payload: dict) -> Path:
+    """torch.save atomically (an interrupted write leaves no half file)."""
+    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
 PRUNED_FORMAT = "edgeopt.pruned/1"
@@ -109,21 +82,21 @@ PRUNED_FORMAT = "edgeopt.pruned/1"
 
 def save_pruned(model: nn.Module, path: str | Path) -> Path:
     """Write a pruned module of any architecture as ``{"format", "channels", "state_dict"}`` (no pickled code)."""
-    return _save(path, {"format": PRUNED_FORMAT, "channels": channel_spec(model), "state_dict": _plain_state(model)})
+    return save_checkpoint(path, {"format": PRUNED_FORMAT, "channels": channel_spec(model), "state_dict": plain_state(model)})
 
 
-def load_pruned(path: str | Path, base: nn.Module) -> nn.Module:
+def load_pruned(path: str | Path, base: nn.Module, normalize: Callable[[nn.Module], Any] | None = None) -> nn.Module:
     """Rebuild a pruned module saved by :func:`save_pruned` from a copy of the unpruned ``base`` it came from:
-    the same normalisation as before pruning, layers resized to the saved channel counts, then the weights."""
+    the same normalisation as before pruning (``normalize``), layers resized to the saved channel counts, then
+    the weights."""
     import copy
-
-    from edgeopt.models.normalize import normalize_for_pruning
 
     data = load_checkpoint_dict(path)
     if data.get("format") != PRUNED_FORMAT:
         raise ModelError(f"{path} is not an edgeopt pruned-model file (format {data.get('format')!r})")
     model = copy.deepcopy(base)
-    normalize_for_pruning(model)
+    if normalize is not None:
+        normalize(model)
     apply_channel_spec(model, data["channels"])
     try:
         model.load_state_dict(data["state_dict"])

@@ -1,8 +1,8 @@
 """A detector as the pipeline sees it: a model plus what is needed to feed it and read its output.
 
-Every source (the reference detector, edgeopt weights, an Ultralytics checkpoint, a ``module:factory`` torch
-module, an ONNX file) becomes a :class:`Detector` whose output follows one contract, so the stages, targets,
-parity check and decoder never ask where a model came from.
+Every source (the reference detector, edgeopt weights, a third-party checkpoint, a ``module:factory`` torch
+module, an ONNX file) becomes a :class:`Detector` whose output follows one contract (see :data:`LAYOUTS`), so
+stages, targets, the parity check and the decoder never ask where a model came from.
 """
 
 from __future__ import annotations
@@ -13,19 +13,42 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
-from edgeopt.config.schema import ModelConfig
-from edgeopt.core.cache import file_sha256, stable_hash
+from edgeopt.bundle.decode import DecoderConfig
+from edgeopt.core.cache import stable_hash
 from edgeopt.errors import ModelError
-from edgeopt.models.checkpoint import DEFAULT_WEIGHTS, load_detector
-from edgeopt.models.decode import DecoderConfig
 
 DEFAULT_SIZE = 320
+INPUT_NAME = "images"  # the input and output names of every graph edgeopt writes or prepares
+OUTPUT_NAME = "output"
 END2END_DECODER = DecoderConfig(layout="end2end", box_format="xyxy", max_detections=300)
 
 
-def boxes_over_size(y, size: int, end2end: bool = False):
+@dataclass(frozen=True)
+class Layout:
+    """A named output layout a model may have (``model.decoder``): how the shared decoder reads it, whether its
+    boxes are in input pixels (edgeopt divides them by the input size inside the graph) and on which axis the
+    4 box coordinates lie."""
+
+    decoder: DecoderConfig
+    in_pixels: bool
+    box_axis: int
+
+
+LAYOUTS = {
+    "yolo": Layout(DecoderConfig(), in_pixels=True, box_axis=1),
+    "yolo_normalized": Layout(DecoderConfig(), in_pixels=False, box_axis=1),
+    "end2end": Layout(END2END_DECODER, in_pixels=True, box_axis=2),
+}
+
+# what the manifest says about the output, by decoder layout
+OUTPUT_DESCRIPTIONS = {
+    "dense": "(1, 4 + C, N): cx, cy, w, h divided by the input size, then class scores",
+    "end2end": "(1, K, 6): x1, y1, x2, y2 divided by the input size, score, class id (ranked, no NMS needed)",
+}
+
+
+def boxes_over_size(y: Any, size: int, end2end: bool = False) -> Any:
     """A torch output with its boxes divided by the input size: the first 4 channels of a dense ``(B, 4 + C, N)``
     output, or the first 4 columns of end-to-end ``(B, K, 6)`` rows."""
     import torch
@@ -35,116 +58,92 @@ def boxes_over_size(y, size: int, end2end: bool = False):
     return torch.cat((y[:, :4] / size, y[:, 4:]), 1)
 
 
+def torch_infer(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a torch detector (eval mode, no grad) as a numpy ``infer`` function."""
+    import torch
+
+    model.eval()
+
+    def infer(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    return infer
+
+
+@dataclass(frozen=True)
+class PruningHints:
+    """What pruning must respect in this family: module-name globs kept unpruned by default (output convolutions
+    always are), and a rewrite into an output-identical form the dependency graph can follow (in place)."""
+
+    keep: tuple[str, ...] = ()
+    normalize: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class TrainingHooks:
+    """For a family edgeopt can train with labels: ``raw_forward(model, x)`` gives the raw head outputs its loss
+    reads, ``deploy(raw, size)`` turns them into the deployable output, ``save(model, path)`` writes a standalone
+    checkpoint of a trained (or pruned) model."""
+
+    raw_forward: Callable[[Any, Any], Any]
+    deploy: Callable[[Any, int], Any]
+    save: Callable[[Any, Path], Any] | None = None
+
+
 @dataclass
 class Detector:
-    """``module`` maps float NCHW RGB in [0, 1] (letterboxed, ``input_size`` square) to the output described by
-    ``decoder``, with boxes divided by the input size. An ONNX source has ``onnx_model`` (bytes) and no module.
+    """``model`` maps float NCHW RGB in [0, 1] (letterboxed, ``input_size`` square) to the output described by
+    ``decoder``, with boxes divided by the input size. ``kind`` says what ``model`` is: ``torch`` (an
+    ``nn.Module``) or ``onnx`` (the bytes of a graph prepared to the same contract).
 
-    ``prune_ignored``: module-name globs kept unpruned by default (output convolutions always are).
-    ``end2end``: builds the one-to-one (NMS-free) variant of a module, for heads that have one; targets whose
-    runtime lacks its operators keep the dense head.
+    ``head``: what the manifest records about the head; ``variants``: other heads this model can be exported
+    with, as builders of the module (``end2end``: a one-to-one head ranking rows in the graph, no NMS).
     """
 
-    module: nn.Module | None
+    model: Any
+    kind: str
     input_size: int
     class_names: list[str]
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     source: str = ""
     key: str = ""
-    onnx_model: bytes | None = None
-    prune_ignored: list[str] = field(default_factory=lambda: ["stem.*", "heads.*"])
-    end2end: Callable[[nn.Module], nn.Module] | None = None
     head: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    pruning: PruningHints = field(default_factory=PruningHints)
+    training: TrainingHooks | None = None
 
-    def example_input(self):
+    @property
+    def module(self) -> Any:
+        """The torch module (a ModelError for a detector that has none)."""
+        if self.kind != "torch":
+            raise ModelError(f"{self.source} is an {self.kind} model, not a torch module")
+        return self.model
+
+    @property
+    def graph(self) -> bytes:
+        """The prepared ONNX graph of an ``onnx`` detector."""
+        if self.kind != "onnx":
+            raise ModelError(f"{self.source} is a {self.kind} model, not an ONNX graph")
+        return self.model
+
+    def example_input(self) -> Any:
         """A zero batch of one with the model's input shape (for tracing and export)."""
         import torch
 
         return torch.zeros(1, 3, self.input_size, self.input_size)
 
-    def infer(self) -> Callable[[np.ndarray], np.ndarray]:
-        """The reference ``infer(x) -> output`` (float NCHW batch in): torch, or ONNX Runtime for an ONNX source."""
-        if self.module is None:
-            from edgeopt.models.onnx_source import onnx_infer
-
-            return onnx_infer(self.onnx_model)
-        from edgeopt.eval.predict import torch_infer
-
-        return torch_infer(self.module)
-
-    def with_module(self, module: nn.Module, tag: str) -> Detector:
+    def with_module(self, module: Any, tag: str) -> Detector:
         """The same detector around another module (e.g. pruned); ``tag`` identifies the change in the key."""
-        return replace(self, module=module, source=f"{self.source} ({tag})", key=stable_hash(self.key, tag))
+        return replace(self, model=module, source=f"{self.source} ({tag})", key=stable_hash(self.key, tag))
 
-    def for_target(self, target) -> tuple[Detector, dict[str, Any]]:
-        """The variant to export for ``target`` and the head choice to record in its manifest."""
-        if self.end2end is None:
+    def for_heads(self, heads: tuple[str, ...], reason: str | None) -> tuple[Detector, dict[str, Any]]:
+        """The variant to export for a runtime that runs ``heads``, and the head choice to record (``reason``:
+        why the runtime lacks the end-to-end head, if it does)."""
+        if "end2end" not in self.variants:
             return self, dict(self.head)
-        reason = target.end2end_unsupported()
-        if reason:
+        if "end2end" not in heads:
             return self, {**self.head, "exported": "one-to-many + NMS", "reason": reason}
-        variant = replace(self, module=self.end2end(self.module), decoder=END2END_DECODER,
-                          key=stable_hash(self.key, "end2end"), end2end=None)
+        variant = replace(self, model=self.variants["end2end"](self.model), decoder=END2END_DECODER,
+                          key=stable_hash(self.key, "end2end"), variants={})
         return variant, {**self.head, "exported": "end-to-end (one-to-one head, top-K in graph, no NMS)"}
-
-
-def load_model(cfg: ModelConfig, class_names: list[str] | None = None) -> Detector:
-    """Build the detector named by the config. Its ``key`` hashes the model bytes and everything that shapes it.
-
-    ``class_names``: fallback names (from the validation set) for sources that carry none.
-    """
-    source = cfg.source
-    if source == "reference":
-        return _load_edgeopt(DEFAULT_WEIGHTS, cfg)
-    if _is_factory(source):
-        from edgeopt.models.factory import load_factory
-
-        return load_factory(cfg, class_names)
-    path = Path(source)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path}", hint="model.source is 'reference', a .pt or .onnx file, "
-                         "or 'package.module:factory'")
-    if path.suffix.lower() == ".onnx":
-        from edgeopt.models.onnx_source import load_onnx
-
-        return load_onnx(path, cfg, class_names)
-    from edgeopt.models.ultralytics import checkpoint_globals, is_ultralytics
-
-    if is_ultralytics(checkpoint_globals(path)):
-        return _load_ultralytics(path, cfg)
-    return _load_edgeopt(path, cfg)
-
-
-def _is_factory(source: str) -> bool:
-    module, sep, attr = source.partition(":")
-    return bool(sep) and module.replace(".", "").replace("_", "").isalnum() and attr.isidentifier()
-
-
-def _load_edgeopt(path: Path, cfg: ModelConfig) -> Detector:
-    module = load_detector(path)
-    names = list(module.config.class_names) or [str(i) for i in range(module.config.num_classes)]
-    size = cfg.input_size or DEFAULT_SIZE
-    key = stable_hash("model", file_sha256(path), size)
-    return Detector(module.eval(), size, names, DecoderConfig(), source=str(path), key=key)
-
-
-def _load_ultralytics(path: Path, cfg: ModelConfig) -> Detector:
-    from edgeopt.models.ultralytics import UltralyticsDetector, load_ultralytics, prune_ignored
-
-    model, info = load_ultralytics(path, cfg.trust_pickle)
-    size = cfg.input_size or info["input_size"]
-    if size % 32:
-        raise ModelError(f"{path} was trained at {size} px, not a multiple of 32", hint="set model.input_size")
-    module = UltralyticsDetector(model, size).eval()
-    key = stable_hash("ultralytics", file_sha256(path), size)
-    head = {"family": "ultralytics", "yaml": info["yaml"], "end2end_capable": info["end2end"]}
-
-    def end2end(m: nn.Module) -> nn.Module:
-        import copy
-
-        return UltralyticsDetector(copy.deepcopy(m.model), m.input_size, end2end=True).eval()
-
-    # the dense variant uses Ultralytics' own NMS IoU (0.7), so mAP compares with its `val`
-    return Detector(module, size, cfg.class_names or info["class_names"], DecoderConfig(iou_threshold=0.7),
-                    source=str(path), key=key, prune_ignored=prune_ignored(module),
-                    end2end=end2end if info["end2end"] else None, head=head)

@@ -1,85 +1,115 @@
-"""benchmark: latency and memory on the device, mAP on the validation set through the runtime itself."""
+"""benchmark: latency and memory on the device, mAP on the validation set through the runtime itself.
+
+Bundles are timed by their own ``run.py --bench`` on the device, in a fresh process; their mAP is computed
+in-process through the same runner code. The reference (the user's model, in torch or in the runtime that
+runs its graph) is timed in-process at the same thread count and scored by the same decoder.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgeopt.bundle.bench import latency_stats, time_calls
+from edgeopt.bundle.decode import DecoderConfig
 from edgeopt.config.schema import BenchmarkConfig
+from edgeopt.core.cache import stable_hash
+from edgeopt.core.contracts import Stage
+from edgeopt.core.fingerprint import code_fingerprint
+from edgeopt.core.progress import progress_bar
+from edgeopt.data.dataset import DetectionDataset
+from edgeopt.errors import DataError
 from edgeopt.eval.coco_map import coco_map
-from edgeopt.eval.predict import eval_decoder, predict, torch_infer
-from edgeopt.models.decode import DecoderConfig
+from edgeopt.eval.predict import eval_decoder, predict
+from edgeopt.models.detector import Detector
+from edgeopt.stages.context import Bundle
+from edgeopt.stages.reference import reference_infer
+
+Progress = Callable[[int], None] | None
 
 
-def bench_artifact(target, device, bundle: Path, manifest: dict, cfg: BenchmarkConfig, validation,
-                   out_dir: Path, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+def _map(infer: Callable[[np.ndarray], np.ndarray], validation: DetectionDataset, size: int,
+         decoder: DecoderConfig, batch: int, progress: Progress) -> dict[str, Any]:
+    metrics = coco_map(validation, predict(infer, validation, size, eval_decoder(decoder), batch=batch,
+                                           progress=progress))
+    return {"map50_95": metrics["map50_95"], "map50": metrics["map50"], "per_class": metrics["per_class"]}
+
+
+def bench_artifact(bundle: Bundle, device: Any, cfg: BenchmarkConfig, validation: DetectionDataset | None,
+                   out_dir: Path, progress: Progress = None) -> dict[str, Any]:
     """Latency/RSS via the bundle's runner on ``device``; mAP in-process through the same runner code."""
-    timing = device.bench(bundle, cfg.threads, cfg.warmup, cfg.runs)
-    record: dict[str, Any] = {**timing}
+    record: dict[str, Any] = dict(device.bench(bundle.path, cfg.threads, cfg.warmup, cfg.runs))
     if cfg.map and validation is not None:
-        session = target.open(bundle, manifest, cfg.threads)
-        decoder = eval_decoder(DecoderConfig(**manifest["output"]["decoder"]))
-        dets = predict(lambda x: session(x)[0], validation, manifest["input"]["size"], decoder, progress=progress)
-        metrics = coco_map(validation, dets)
-        record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
+        manifest = bundle.manifest
+        session = bundle.target.open(bundle.path, manifest.to_dict(), cfg.threads)
+        decoder = DecoderConfig(**manifest.output["decoder"])
+        record.update(_map(lambda x: session(x)[0], validation, manifest.input["size"], decoder, 1, progress))
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record
 
 
-@contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run torch at ``threads`` intra-op threads inside the block, restoring the previous count after."""
+def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: DetectionDataset | None, out_dir: Path,
+                    progress: Progress = None) -> dict[str, Any]:
+    """The reference: in-process latency at the benchmark's threads, and mAP through the shared decoder."""
     import torch
 
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.threads)
     try:
-        yield
+        infer = reference_infer(detector, cfg.threads)
+        x = np.full((1, 3, detector.input_size, detector.input_size), 114 / 255.0, np.float32)
+        stats = latency_stats(time_calls(lambda: infer(x), cfg.warmup, cfg.runs))
+        record: dict[str, Any] = {**stats, "threads": cfg.threads, "runs": cfg.runs}
+        record.pop("latency_ms_mean")
+        if validation is not None:
+            reference = infer if detector.kind == "torch" else reference_infer(detector)
+            record.update(_map(reference, validation, detector.input_size, detector.decoder, 8, progress))
     finally:
         torch.set_num_threads(previous)
-
-
-def latency_ms(infer: Callable[[np.ndarray], Any], size: int, warmup: int, runs: int) -> np.ndarray:
-    """Milliseconds per call of ``infer`` on one grey ``size`` x ``size`` image."""
-    x = np.full((1, 3, size, size), 114 / 255.0, np.float32)
-    for _ in range(warmup):
-        infer(x)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        infer(x)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return np.asarray(times)
-
-
-def torch_latency_ms(module, size: int, threads: int, warmup: int, runs: int) -> np.ndarray:
-    """Milliseconds per call of a torch module on one grey ``size`` x ``size`` image, at ``threads`` threads."""
-    with torch_threads(threads):
-        return latency_ms(torch_infer(module), size, warmup, runs)
-
-
-def bench_reference(detector, cfg: BenchmarkConfig, validation, out_dir: Path,
-                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """The fp32 reference (PyTorch; ONNX Runtime for an ONNX source): mAP through the shared decoder and
-    in-process latency at the same threads."""
-    if detector.module is None:
-        from edgeopt.models.onnx_source import onnx_infer
-
-        t = latency_ms(onnx_infer(detector.onnx_model, cfg.threads), detector.input_size, cfg.warmup, cfg.runs)
-    else:
-        t = torch_latency_ms(detector.module, detector.input_size, cfg.threads, cfg.warmup, cfg.runs)
-    record: dict[str, Any] = {"latency_ms_median": float(np.median(t)), "latency_ms_p90": float(np.percentile(t, 90)),
-                              "latency_ms_min": float(t.min()), "threads": cfg.threads, "runs": cfg.runs}
-    if validation is not None:
-        with torch_threads(cfg.threads):
-            metrics = coco_map(validation, predict(detector.infer(), validation, detector.input_size,
-                                                   eval_decoder(detector.decoder), batch=8, progress=progress))
-        record.update(map50_95=metrics["map50_95"], map50=metrics["map50"], per_class=metrics["per_class"])
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+class BenchmarkStage(Stage):
+    """The reference row first, then every exported bundle on the device."""
+
+    name = "benchmark"
+
+    def check(self, ctx: Any) -> None:
+        validation = ctx.validation
+        if validation is not None and ctx.config.benchmark.map and not validation.labelled:
+            raise DataError(f"the validation set {validation.source} has no labels",
+                            hint="data.validation must be labelled (YOLO labels/ or COCO json) for mAP")
+
+    def items(self, ctx: Any) -> list[Bundle | None]:
+        return [None, *ctx.bundles]  # None: the reference
+
+    def _images(self, ctx: Any) -> int:
+        return len(ctx.validation) if ctx.validation is not None and ctx.config.benchmark.map else 0
+
+    def key(self, ctx: Any, item: Bundle | None) -> str:
+        bcfg, code = ctx.config.benchmark.model_dump(), code_fingerprint([__name__, type(ctx.device).__module__])
+        if item is None:
+            return stable_hash("reference", ctx.original.key, ctx.data_key, bcfg, ctx.device_info,
+                               ctx.versions["torch"], code)
+        return stable_hash("bench", item.path.name, bcfg, ctx.data_key, ctx.device_info, code)
+
+    def run(self, ctx: Any, item: Bundle | None, out: Path) -> None:
+        bcfg = ctx.config.benchmark
+        name = "torch fp32 reference" if item is None else f"{item.target.name} {item.precision} on {ctx.device.name}"
+        with progress_bar(ctx.console, f"benchmark: {name}", self._images(ctx)) as advance:
+            if item is None:
+                bench_reference(ctx.original, bcfg, ctx.validation, out, advance)
+            else:
+                bench_artifact(item, ctx.device, bcfg, ctx.validation, out, advance)
+
+    def load(self, ctx: Any, item: Bundle | None, out: Path) -> None:
+        figures = json.loads((out / "bench.json").read_text())
+        if item is None:
+            ctx.reference = figures
+        else:
+            ctx.bench[item.path.name] = figures

@@ -7,63 +7,20 @@ set) and reused by every target, so all int8 artifacts are calibrated on identic
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgeopt.config.schema import CalibrateConfig, DatasetConfig
+from edgeopt.bundle.letterbox import letterbox_image
+from edgeopt.config.schema import CalibrateConfig
+from edgeopt.core.cache import stable_hash
+from edgeopt.core.contracts import Stage
+from edgeopt.core.fingerprint import code_fingerprint
+from edgeopt.core.quant import CalibrationSet
 from edgeopt.data.dataset import DetectionDataset, load_image
-from edgeopt.data.letterbox import letterbox_image
-from edgeopt.data.load import read_dataset
 from edgeopt.errors import DataError
-
-
-@dataclass
-class CalibrationSet:
-    """Calibration and parity images as uint8 NHWC; ``stats`` maps conv layer names to activation ranges."""
-
-    images: np.ndarray
-    parity_images: np.ndarray
-    stats: dict[str, dict[str, float]]
-    path: Path
-
-    def batches(self, layout: str = "NCHW"):
-        """Each calibration image as a float32 [0, 1] batch of one."""
-        for img in self.images:
-            x = img[None].astype(np.float32) / 255.0
-            yield x.transpose(0, 3, 1, 2) if layout == "NCHW" else x
-
-    def float_images(self, which: str = "calibration") -> np.ndarray:
-        """All images as float32 NCHW [0, 1]."""
-        arr = self.images if which == "calibration" else self.parity_images
-        return arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-
-
-def data_cache_root() -> Path:
-    """Where generated synthetic datasets are kept: ``$EDGEOPT_DATA_CACHE`` or ``~/.cache/edgeopt/datasets``."""
-    return Path(os.environ.get("EDGEOPT_DATA_CACHE", Path.home() / ".cache" / "edgeopt" / "datasets"))
-
-
-def open_dataset(cfg: DatasetConfig, synthetic_root: Path | None = None) -> DetectionDataset:
-    """Read a configured dataset; ``synthetic`` is generated (deterministically) under ``synthetic_root``."""
-    synthetic_root = synthetic_root or data_cache_root()
-    if cfg.path == "synthetic":
-        from edgeopt.data.synthetic import generate
-
-        n = cfg.images or 200
-        root = synthetic_root / f"synthetic-seed{cfg.seed}-n{n}"
-        if not (root / "data.yaml").is_file():
-            tmp = root.with_name(root.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted generation
-            generate(tmp, train=n if cfg.split == "train" else 0, val=n if cfg.split != "train" else 0, seed=cfg.seed)
-            tmp.rename(root)
-        dataset = read_dataset(root / "data.yaml", split="train" if cfg.split == "train" else "val")
-    else:
-        dataset = read_dataset(Path(cfg.path), split=cfg.split, images=cfg.images_dir)
-    return dataset.subset(cfg.images)
+from edgeopt.models.detector import Detector
 
 
 def _letterboxed(dataset: DetectionDataset, size: int, n: int) -> np.ndarray:
@@ -99,7 +56,7 @@ def activation_stats(module, images: np.ndarray) -> dict[str, dict[str, float]]:
 
 
 def calibrate(cfg: CalibrateConfig, calibration: DetectionDataset, validation: DetectionDataset | None,
-              detector, out_dir: Path) -> None:
+              detector: Detector, out_dir: Path) -> None:
     """Build the calibration set into ``out_dir`` (a cache directory)."""
     images = _letterboxed(calibration, detector.input_size, cfg.images)
     held_out = validation if validation is not None else calibration
@@ -108,7 +65,7 @@ def calibrate(cfg: CalibrateConfig, calibration: DetectionDataset, validation: D
     parity = _letterboxed(parity_samples, detector.input_size, cfg.parity_images)
     np.savez(out_dir / "calibration.npz", images=images, parity_images=parity)
     # per-layer activation ranges of a torch model (an ONNX source has none: its quantizers calibrate alone)
-    stats = activation_stats(detector.module, images) if detector.module is not None else {}
+    stats = activation_stats(detector.module, images) if detector.kind == "torch" else {}
     (out_dir / "stats.json").write_text(json.dumps(stats, indent=1))
 
 
@@ -118,3 +75,21 @@ def load_calibration(path: Path) -> CalibrationSet:
         images, parity = data["images"], data["parity_images"]
     stats = json.loads((path / "stats.json").read_text())
     return CalibrationSet(images, parity, stats, path)
+
+
+class CalibrateStage(Stage):
+    """Letterbox the calibration and parity images once; every target's quantizer reads the same tensors."""
+
+    name = "calibrate"
+
+    def key(self, ctx: Any, item: Any) -> str:
+        config = ctx.config
+        return stable_hash("calibrate", config.calibrate.model_dump(), config.data.model_dump(), ctx.detector.key,
+                           ctx.data_key, code_fingerprint([__name__]))
+
+    def run(self, ctx: Any, item: Any, out: Path) -> None:
+        with ctx.console.status("calibrate: preprocessing calibration images"):
+            calibrate(ctx.config.calibrate, ctx.calibration_set, ctx.validation, ctx.detector, out)
+
+    def load(self, ctx: Any, item: Any, out: Path) -> None:
+        ctx.calib = load_calibration(out)

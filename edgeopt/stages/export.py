@@ -1,70 +1,71 @@
 """export: realise the quantization plan on the final graph with each runtime's own tools, and gate on parity.
 
-Each (target, precision) becomes a self-contained bundle directory. The bundle is checked against the PyTorch
-reference before it counts: a bundle outside the parity tolerance is kept in the cache for inspection but
-marked failed, and never copied to the run's ``artifacts/``.
+Each (target, precision) becomes a self-contained bundle directory: model file(s), the bundle code (the same
+letterbox, decoder and runner edgeopt evaluates with), and ``edgeopt.json``. The bundle is checked against the
+reference before it counts: one outside the parity tolerance stays in the cache for inspection, marked failed,
+and is never shipped.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from edgeopt.bundle import PACKAGE_NAME, source_files
+from edgeopt.bundle.letterbox import PAD_VALUE
 from edgeopt.config.schema import ParityConfig
-from edgeopt.core.artifact import FORMAT, build_runner, write_manifest
-from edgeopt.data.letterbox import PAD_VALUE
+from edgeopt.core.cache import stable_hash
+from edgeopt.core.capture import captured_output, log_tail
+from edgeopt.core.contracts import ExportResult, Stage, Target
+from edgeopt.core.fingerprint import code_fingerprint
+from edgeopt.core.manifest import Manifest, read_manifest, write_manifest
+from edgeopt.errors import ConfigError, ExportError
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
-from edgeopt.errors import ExportError
-from edgeopt.targets.base import captured_output, log_tail
+from edgeopt.models.detector import OUTPUT_DESCRIPTIONS, Detector
+from edgeopt.stages.context import Bundle
+from edgeopt.stages.reference import reference_infer
 
 
-LAYOUTS = {"dense": "(1, 4 + C, N): cx, cy, w, h divided by the input size, then class scores",
-           "end2end": "(1, K, 6): x1, y1, x2, y2 divided by the input size, score, class id (ranked, no NMS needed)"}
+def write_bundle_code(target: Target, out_dir: Path) -> None:
+    """Copy the bundle package, ``run.py`` and the target's runner into the bundle directory."""
+    files = {**source_files(), f"{PACKAGE_NAME}/runner.py": Path(target.runner_module().__file__)}
+    for name, source in files.items():
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, out_dir / name)
 
 
-def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, options: dict[str, Any],
-                  parity_cfg: ParityConfig, lineage: dict[str, Any], head: dict[str, Any] | None = None
-                  ) -> dict[str, Any]:
-    """Export, write ``run.py`` and the manifest, run the parity check; returns the manifest.
-
-    ``head``: which head of the model was exported and why (recorded in the manifest)."""
-    target.check_precision(precision)
-    with captured_output() as log:  # converters' chatter; quoted only when they fail
+def _export_model(target: Target, detector: Detector, precision: str, plan: Any, calib: Any, out_dir: Path,
+                  options: Any) -> ExportResult:
+    """The target's export with the converters' chatter captured (quoted only when they fail)."""
+    with captured_output() as log:
         try:
-            details = target.export(detector, precision, plan, calib, out_dir, options)
+            return target.export(detector, precision, plan, calib, out_dir, options)
         except ExportError as exc:
             tail = log_tail(log)
             raise ExportError(exc.message + (f" (converter output: {tail})" if tail else ""), exc.hint) from None
         finally:
             log.unlink(missing_ok=True)
-    (out_dir / "run.py").write_text(build_runner(target.runner))
-    manifest: dict[str, Any] = {
-        "format": FORMAT,
-        "target": target.name,
-        "precision": precision,
-        "model_files": details["model_files"],
-        "input": {"size": detector.input_size, "layout": "NCHW", "dtype": "float32", "color": "RGB",
-                  "scale": 1 / 255.0, "letterbox": {"keep_aspect": True, "center": True, "pad_value": PAD_VALUE},
-                  **details.get("input", {})},
-        "output": {"layout": LAYOUTS[detector.decoder.layout],
-                   "decoder": asdict(detector.decoder),
-                   **({"tensor": details["output_tensor"]} if "output_tensor" in details else {})},
-        "class_names": detector.class_names,
-        **({"head": head} if head else {}),
-        "quantization": details.get("quantization"),
-        "runtime": {"versions": target.versions(), **details.get("runtime", {})},
-        **({"ncnn": details["ncnn"]} if "ncnn" in details else {}),
-        "lineage": lineage,
-    }
-    write_manifest(out_dir, manifest)
-    session = target.open(out_dir, manifest, threads=1)
-    figures = parity(detector.infer(), lambda x: session(x)[0], calib.float_images("parity"), detector.input_size,
-                     replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold),
-                     margin=parity_cfg.score_margin)
-    tol = {"score_margin": parity_cfg.score_margin, "min_cosine": parity_cfg.min_cosine.get(precision, 0.0),
-           "min_box_agreement": parity_cfg.min_box_agreement.get(precision, 0.0),
-           "max_abs": parity_cfg.max_abs.get(precision, float("inf"))}
+
+
+def _manifest(target: Target, detector: Detector, precision: str, result: ExportResult,
+              lineage: dict[str, Any], head: dict[str, Any]) -> Manifest:
+    spec = {"size": detector.input_size, "layout": "NCHW", "dtype": "float32", "color": "RGB", "scale": 1 / 255.0,
+            "letterbox": {"keep_aspect": True, "center": True, "pad_value": PAD_VALUE}, **result.input}
+    output = {"layout": OUTPUT_DESCRIPTIONS[detector.decoder.layout], "decoder": asdict(detector.decoder)}
+    return Manifest(target=target.name, precision=precision, model_files=result.model_files, input=spec,
+                    output=output, class_names=detector.class_names, head=head, quantization=result.quantization,
+                    runtime={"versions": target.versions(), **result.runtime}, lineage=lineage)
+
+
+def parity_gate(figures: dict[str, Any], precision: str, cfg: ParityConfig) -> dict[str, Any]:
+    """The parity verdict: the figures, the tolerance that applied and every criterion missed."""
+    tol = {"score_margin": cfg.score_margin, "min_cosine": cfg.min_cosine.get(precision, 0.0),
+           "min_box_agreement": cfg.min_box_agreement.get(precision, 0.0),
+           "max_abs": cfg.max_abs.get(precision, float("inf"))}
     problems = []
     if figures["cosine"] < tol["min_cosine"]:
         problems.append(f"cosine {figures['cosine']:.5f} < {tol['min_cosine']}")
@@ -72,5 +73,94 @@ def export_bundle(target, detector, precision: str, plan, calib, out_dir: Path, 
         problems.append(f"box agreement {figures['box_agreement']:.3f} < {tol['min_box_agreement']}")
     if figures["max_abs"] > tol["max_abs"]:
         problems.append(f"max abs error {figures['max_abs']:.4g} > {tol['max_abs']}")
-    manifest["parity"] = {**figures, "tolerance": tol, "passed": not problems, "problems": problems}
+    return {**figures, "tolerance": tol, "passed": not problems, "problems": problems}
+
+
+def export_bundle(target: Target, detector: Detector, precision: str, plan: Any, calib: Any, out_dir: Path,
+                  options: Any, parity_cfg: ParityConfig, lineage: dict[str, Any],
+                  head: dict[str, Any] | None = None) -> Manifest:
+    """Export, write the bundle code and the manifest, run the parity check; returns the manifest.
+
+    ``head``: which head of the model was exported and why (recorded in the manifest)."""
+    result = _export_model(target, detector, precision, plan, calib, out_dir, options)
+    write_bundle_code(target, out_dir)
+    manifest = write_manifest(out_dir, _manifest(target, detector, precision, result, lineage, head or {}))
+    session = target.open(out_dir, manifest.to_dict(), threads=1)
+    figures = parity(reference_infer(detector), lambda x: session(x)[0], calib.float_images("parity"),
+                     detector.input_size, replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold),
+                     margin=parity_cfg.score_margin)
+    manifest.parity = parity_gate(figures, precision, parity_cfg)
     return write_manifest(out_dir, manifest)
+
+
+@dataclass
+class ExportItem:
+    """One bundle to export: a target's config section, the target, the head variant and the precision."""
+
+    section: Any
+    target: Target
+    detector: Detector
+    head: dict[str, Any]
+    precision: str
+
+
+class ExportStage(Stage):
+    """One bundle per (target, precision); a failed export or a precision this machine lacks is a row, not a stop."""
+
+    name = "export"
+
+    def check(self, ctx: Any) -> None:
+        for section in ctx.config.targets:
+            target = ctx.targets[section.name]
+            reason = target.capabilities.refuse_kind(ctx.detector.kind)
+            if reason:
+                raise ConfigError(f"target '{section.name}' cannot export {ctx.detector.source}: {reason}",
+                                  hint=f"drop '{section.name}' from targets, or give the torch model (.pt or "
+                                       "'module:factory')")
+            if "int8" in section.precisions and not {"calibrate", "quantize"} <= set(ctx.config.stages):
+                raise ConfigError(f"int8 for '{section.name}' needs the 'calibrate' and 'quantize' stages")
+        if "calibrate" not in ctx.config.stages:
+            raise ConfigError("the 'export' stage needs the 'calibrate' stage (its parity images)")
+
+    def items(self, ctx: Any) -> list[ExportItem]:
+        items = []
+        for section in ctx.config.targets:
+            target = ctx.targets[section.name]
+            caps = target.capabilities
+            variant, head = ctx.detector.for_heads(caps.heads, caps.refusals.get("end2end"))
+            items += [ExportItem(section, target, variant, head, p) for p in section.precisions]
+        return items
+
+    def key(self, ctx: Any, item: ExportItem) -> str:
+        int8 = item.precision == "int8"
+        code = code_fingerprint([__name__, type(item.target).__module__, item.target.runner,
+                                 *(f"edgeopt.bundle.{name}" for name in ("letterbox", "decode", "bench", "main"))])
+        return stable_hash("export", item.target.name, item.precision, item.section.options.model_dump(),
+                           item.detector.key, item.head, ctx.calib_key if int8 else None,
+                           ctx.plan.to_dict() if ctx.plan and int8 else None, ctx.config.parity.model_dump(),
+                           ctx.versions, code)
+
+    def execute(self, ctx: Any) -> None:
+        for item in self.items(ctx):
+            row = {"target": item.target.name, "precision": item.precision, "device": ctx.device.name}
+            skip = item.target.precision_unsupported(item.precision)
+            if skip:
+                ctx.records.append({**row, "status": "skipped", "reason": skip})
+                continue
+            try:
+                with ctx.console.status(f"export: {item.target.name} {item.precision}"):
+                    path = ctx.cache.build(self.name, self.key(ctx, item), lambda d, i=item: self.run(ctx, i, d))
+            except ExportError as exc:
+                ctx.records.append({**row, "status": "failed", "reason": str(exc)})
+                ctx.console.print(f"[red]export failed[/] {item.target.name} {item.precision}: {escape(str(exc))}")
+                continue
+            self.load(ctx, item, path)
+
+    def run(self, ctx: Any, item: ExportItem, out: Path) -> None:
+        lineage = {"config_hash": ctx.config_hash, "model": item.detector.source, "model_key": item.detector.key,
+                   "calibration_key": ctx.calib_key, "versions": ctx.versions}
+        export_bundle(item.target, item.detector, item.precision, ctx.plan, ctx.calib, out, item.section.options,
+                      ctx.config.parity, lineage, item.head)
+
+    def load(self, ctx: Any, item: ExportItem, out: Path) -> None:
+        ctx.bundles.append(Bundle(item.target, item.precision, out, read_manifest(out)))

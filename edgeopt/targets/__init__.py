@@ -1,26 +1,27 @@
-"""Registry of target runtimes. A new runtime is one module plus one line here.
+"""Target runtimes: one package per runtime (``onnxruntime/``, ``openvino/``, ``tflite/``, ``ncnn/``), each with
+everything about that runtime: its ``Target`` (``target.py``), its config section and options (``options.py``),
+its numpy-only bundle runner (``runner.py``) and its quantizer details. Shared by all: the head-tail graph walk,
+kept-float scope and projection rule (``graph.py``), and the static ONNX export that ONNX-based runtimes start
+from (``onnx_export.py``). Targets are registered by name in ``core/registry.py``.
 
-Only names live here, so validating a config imports no runtime; :func:`get_target` imports the module on use.
+May import: ``edgeopt.errors``, ``edgeopt.core``, ``edgeopt.bundle``, ``edgeopt.config``, ``edgeopt.data``,
+``edgeopt.models``.
 """
 
 from __future__ import annotations
 
-import importlib
+from typing import Any
 
-from edgeopt.errors import ConfigError, did_you_mean
-
-# name -> (module, class, pip extra that installs its runtime)
-TARGETS: dict[str, tuple[str, str, str]] = {
-    "onnxruntime": ("edgeopt.targets.onnxruntime", "OnnxRuntimeTarget", "onnx"),
-    "openvino": ("edgeopt.targets.openvino", "OpenVinoTarget", "openvino"),
-    "tflite": ("edgeopt.targets.tflite", "TFLiteTarget", "tflite"),
-    "ncnn": ("edgeopt.targets.ncnn", "NcnnTarget", "ncnn"),
-}
+from edgeopt.core.registry import TARGETS
 
 
-def get_target(name: str):
+def get_target(name: str) -> Any:
     """Instantiate the target called ``name``; an unknown name gets a did-you-mean."""
-    if name not in TARGETS:
-        raise ConfigError(f"unknown target '{name}'", hint=did_you_mean(name, TARGETS) or f"targets: {', '.join(TARGETS)}")
-    module, cls, _ = TARGETS[name]
-    return getattr(importlib.import_module(module), cls)()
+    return TARGETS.create(name)
+
+
+def default_options(name: str) -> Any:
+    """The options model of target ``name`` at its defaults (for calling ``export`` outside a config)."""
+    from edgeopt.core.registry import resolve
+
+    return resolve(TARGETS.entry(name).config)(name=name).options

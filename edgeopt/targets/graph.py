@@ -1,21 +1,33 @@
-"""The one graph walk every target needs: from the model's outputs back to the head's last convolutions.
+"""The one graph walk every target needs, and the kept-float scope built from it.
 
-What lies between those convolutions and the outputs is box decode and sigmoid; quantizing it (or the final
-convolutions) zeroes confidences or coarsens boxes, so the quantization plan keeps it float by default. Each
-target supplies how its own graph format (ONNX, OpenVINO, TFLite, ncnn) names nodes and links them.
+Walking back from the model's outputs, the first convolution on each path is one of the head's last
+convolutions; what lies between them and the outputs is box decode and sigmoid. Quantizing that part (or the
+final convolutions) zeroes confidences or coarsens boxes, so the quantization plan keeps it float by default.
+Each target supplies how its graph format (ONNX, OpenVINO, TFLite, ncnn) names nodes, links them, and which
+nodes are convolutions with which kernel; the walk, the projection rule and the scope are the same for all.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 Node = TypeVar("Node")
 
 
+def is_projection(kernel: tuple[int, int, int] | None) -> bool:
+    """A 1x1 convolution to one channel (kernel as (out channels, height, width)): a fixed expectation over
+    distribution bins at the end of some box decoders (softmax over bins, then weights 0..n-1). It is decode,
+    not the head's last layer; treating one as decode only keeps more in float."""
+    return kernel is not None and tuple(kernel) == (1, 1, 1)
+
+
 def head_tail(outputs: Iterable[Node], parents: Callable[[Node], Iterable[Node]], is_conv: Callable[[Node], bool],
-              ident: Callable[[Node], Hashable]) -> tuple[list[Node], list[Node]]:
-    """(last convolutions, decode nodes): walk back from ``outputs``, stopping at each convolution."""
+              ident: Callable[[Node], Hashable],
+              kernel: Callable[[Node], tuple[int, int, int] | None] = lambda n: None) -> tuple[list[Node], list[Node]]:
+    """(last convolutions, decode nodes): walk back from ``outputs``, stopping at each convolution that is not a
+    projection (see :func:`is_projection`; ``kernel`` gives a node's (out, h, w) where the format knows it)."""
     convs: list[Node] = []
     decode: list[Node] = []
     seen: set[Hashable] = set()
@@ -25,9 +37,17 @@ def head_tail(outputs: Iterable[Node], parents: Callable[[Node], Iterable[Node]]
         if ident(node) in seen:
             continue
         seen.add(ident(node))
-        if is_conv(node):
+        if is_conv(node) and not is_projection(kernel(node)):
             convs.append(node)
             continue
         decode.append(node)
         stack.extend(parents(node))
     return convs, decode
+
+
+def kept_float(plan: Any, head_tail_names: Callable[[], Iterable[str]], names: Iterable[str]) -> list[str]:
+    """The names a target's quantizer keeps float under ``plan``: the head's tail (``head_tail_names``, called
+    only when the plan keeps it) and every name matching one of the plan's ``keep_float`` regexes."""
+    kept = set(head_tail_names()) if plan.keep_head_float else set()
+    kept |= {n for n in names if any(re.search(p, n) for p in plan.keep_float)}
+    return sorted(kept)

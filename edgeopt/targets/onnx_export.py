@@ -1,4 +1,5 @@
-"""Static-shape ONNX export of a torch detector and graph helpers shared by ONNX-based targets."""
+"""Static-shape ONNX export of a detector and the head-tail walk on ONNX graphs, shared by the runtimes that
+start from ONNX."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import warnings
 from pathlib import Path
 
 from edgeopt.errors import ExportError
+from edgeopt.models.detector import INPUT_NAME, OUTPUT_NAME, Detector
 from edgeopt.targets.graph import head_tail
 
 OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAME = "output"
 
 
-def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
+def export_onnx(detector: Detector, path: Path, simplify: bool = True) -> Path:
     """torch -> ONNX with a static 1x3xSxS input (legacy TorchScript exporter, opset 17), then onnxslim.
     An ONNX source is already prepared to the same contract and is only slimmed and checked.
 
@@ -24,8 +24,8 @@ def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
     import onnx
     import torch
 
-    if detector.onnx_model is not None:  # an ONNX source, already prepared to the same contract
-        model = onnx.load_from_string(detector.onnx_model)
+    if detector.kind == "onnx":  # an ONNX source, already prepared to the same contract
+        model = onnx.load_from_string(detector.graph)
     else:
         buf = io.BytesIO()
         try:
@@ -47,13 +47,6 @@ def export_onnx(detector, path: Path, simplify: bool = True) -> Path:
     return path
 
 
-def is_projection(weight_shape: list[int] | None) -> bool:
-    """A 1x1 convolution to one channel: the DFL expectation of YOLOv8-style heads as exported by Ultralytics
-    (softmax over bins, then a fixed conv with weights 0..15). It is decode, not the head's last layer; treating
-    one as decode only keeps more in float."""
-    return weight_shape is not None and len(weight_shape) == 4 and weight_shape[0] == 1 and weight_shape[2:] == [1, 1]
-
-
 def head_tail_nodes(model) -> tuple[list[str], list[str]]:
     """The final convolutions feeding the outputs and the decode nodes after them (names).
 
@@ -63,9 +56,13 @@ def head_tail_nodes(model) -> tuple[list[str], list[str]]:
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     weight_shape = {t.name: list(t.dims) for t in model.graph.initializer}
+    def kernel(node) -> tuple[int, int, int] | None:
+        shape = weight_shape.get(node.input[1]) if len(node.input) > 1 else None
+        return (shape[0], shape[2], shape[3]) if shape is not None and len(shape) == 4 else None
+
     convs, decode = head_tail((producer[o.name] for o in model.graph.output if o.name in producer),
                               parents=lambda n: [producer[i] for i in n.input if i in producer],
-                              is_conv=lambda n: n.op_type == "Conv"
-                              and not is_projection(weight_shape.get(n.input[1]) if len(n.input) > 1 else None),
-                              ident=lambda n: n.output[0])  # names may be empty; outputs are unique
+                              is_conv=lambda n: n.op_type == "Conv",
+                              ident=lambda n: n.output[0],  # names may be empty; outputs are unique
+                              kernel=kernel)
     return [n.name for n in convs], [n.name for n in decode]

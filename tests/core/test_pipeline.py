@@ -12,7 +12,7 @@ import pytest
 
 import edgeopt
 from helpers import write_config
-from edgeopt.core.artifact import verify_bundle
+from edgeopt.core.manifest import verify_bundle
 
 REQUIRED = {"target", "precision", "device", "latency_ms_median", "latency_ms_p90", "map50_95", "map50",
             "map50_95_drop", "size_bytes", "parity_cosine", "parity_max_abs", "parity_box_agreement", "status",

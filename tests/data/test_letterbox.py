@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from edgeopt.data.letterbox import PAD_VALUE, Letterbox, letterbox_image, to_tensor
+from edgeopt.bundle.letterbox import PAD_VALUE, Letterbox, letterbox_image, to_tensor
 
 
 @pytest.mark.parametrize("w, h", [(352, 288), (288, 352), (320, 320), (640, 123), (97, 311)])

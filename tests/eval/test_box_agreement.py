@@ -3,7 +3,7 @@
 import numpy as np
 
 from edgeopt.eval.parity import box_agreement
-from edgeopt.models.decode import Detections
+from edgeopt.bundle.decode import Detections
 
 BOX = [10.0, 10.0, 50.0, 50.0]
 OTHER = [60.0, 60.0, 90.0, 90.0]

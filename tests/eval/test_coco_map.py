@@ -3,7 +3,7 @@ import pytest
 
 from edgeopt.data.yolo import read_yolo
 from edgeopt.eval.coco_map import coco_map
-from edgeopt.models.decode import Detections
+from edgeopt.bundle.decode import Detections
 
 
 def _noisy_detections(dataset, seed=0):

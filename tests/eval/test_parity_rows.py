@@ -3,7 +3,7 @@
 import numpy as np
 
 from edgeopt.eval.parity import MIN_ROWS, align_rows, parity
-from edgeopt.models.decode import DecoderConfig
+from edgeopt.bundle.decode import DecoderConfig
 
 E2E = DecoderConfig(layout="end2end", box_format="xyxy")
 

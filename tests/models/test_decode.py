@@ -1,6 +1,6 @@
 import numpy as np
 
-from edgeopt.models.decode import DecoderConfig, box_iou, decode
+from edgeopt.bundle.decode import DecoderConfig, box_iou, decode
 
 
 def _brute_force(output, size, cfg):

@@ -7,9 +7,9 @@ import torch
 from edgeopt.data.synthetic import generate
 from edgeopt.data.yolo import read_yolo
 from edgeopt.errors import ModelError
-from edgeopt.models.checkpoint import DEFAULT_WEIGHTS, load_detector, save_detector
-from edgeopt.models.reference import ReferenceConfig, build_reference
-from edgeopt.models.train import TrainConfig, evaluate_model, train
+from edgeopt.models.sources.reference.checkpoint import DEFAULT_WEIGHTS, load_detector, save_detector
+from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
+from edgeopt.training.train import TrainConfig, evaluate_model, train
 
 EXPECTED = json.loads((DEFAULT_WEIGHTS.parent / "reference.json").read_text())
 

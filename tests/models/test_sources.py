@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from edgeopt.config.schema import ModelConfig
-from edgeopt.core.pipeline import run_pipeline
+from edgeopt.pipeline import run_pipeline
 from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError, ModelError
-from edgeopt.models.detector import load_model
-from edgeopt.models.reference import ReferenceConfig, build_reference
+from edgeopt.models.sources import load_model
+from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
 from helpers import fake_ultralytics_checkpoint, write_config
 
 NAMES = ("circle", "triangle", "square", "star", "cross", "hexagon")
 FACTORY = """
 import torch
-from edgeopt.models.reference import ReferenceConfig, build_reference
+from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
 
 
 def build(num_classes=6):

@@ -21,13 +21,13 @@ ultralytics = pytest.importorskip("ultralytics")
 
 from edgeopt.config.load import load_config  # noqa: E402
 from edgeopt.config.schema import DatasetConfig, ModelConfig  # noqa: E402
-from edgeopt.core.pipeline import run_pipeline  # noqa: E402
+from edgeopt.pipeline import run_pipeline  # noqa: E402
 from edgeopt.data.synthetic import generate  # noqa: E402
 from edgeopt.errors import ModelError  # noqa: E402
 from edgeopt.eval.coco_map import coco_map  # noqa: E402
-from edgeopt.models.decode import Detections  # noqa: E402
-from edgeopt.models.detector import load_model  # noqa: E402
-from edgeopt.stages.calibrate import open_dataset  # noqa: E402
+from edgeopt.bundle.decode import Detections  # noqa: E402
+from edgeopt.models.sources import load_model  # noqa: E402
+from edgeopt.data.open import open_dataset  # noqa: E402
 
 SIZE = 160
 TARGETS = ["onnxruntime", "openvino", "tflite", "ncnn"]

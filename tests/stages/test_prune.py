@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from edgeopt.config.schema import PruneConfig, RecoveryConfig
-from edgeopt.models.checkpoint import load_detector, save_detector
-from edgeopt.models.normalize import normalize_for_pruning
-from edgeopt.models.reference import ReferenceConfig, build_reference
+from edgeopt.models.sources.reference.checkpoint import load_detector, save_detector
+from edgeopt.models.sources.ultralytics.normalize import normalize_for_pruning
+from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
 
 tp = pytest.importorskip("torch_pruning", reason="the 'prune' extra is not installed")
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from edgeopt.data.letterbox import letterbox_image
+from edgeopt.bundle.letterbox import letterbox_image
 from edgeopt.data.synthetic import CLASS_NAMES, render_image
-from edgeopt.models.decode import DecoderConfig
+from edgeopt.bundle.decode import DecoderConfig
 from edgeopt.models.detector import Detector
-from edgeopt.models.reference import ReferenceConfig, build_reference
-from edgeopt.stages.calibrate import CalibrationSet
+from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
+from edgeopt.core.quant import CalibrationSet
 
 SIZE = 96
 

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from edgeopt.config.schema import ParityConfig
-from edgeopt.core.artifact import verify_bundle
+from edgeopt.core.manifest import verify_bundle
 from edgeopt.data.synthetic import render_image
 from edgeopt.errors import DependencyError
 from edgeopt.stages.export import export_bundle
-from edgeopt.stages.quantize import QuantPlan
+from edgeopt.core.quant import QuantPlan
 from edgeopt.targets import TARGETS, get_target
 
 SIZE = 96

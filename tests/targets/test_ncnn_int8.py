@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeopt.targets.ncnn_int8 import (TAG_INT8, Layer, kl_threshold, parse_param, quantize_layer, read_bin,
+from edgeopt.targets.ncnn.int8 import (TAG_INT8, Layer, kl_threshold, parse_param, quantize_layer, read_bin,
                                        weight_scales, write_int8)
 
 pnnx = pytest.importorskip("pnnx", reason="the 'ncnn' extra is not installed")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgeopt.stages.quantize import QuantPlan
+from edgeopt.core.quant import QuantPlan
 from edgeopt.targets import get_target
 
 pytest.importorskip("nncf")

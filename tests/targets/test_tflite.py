@@ -5,7 +5,7 @@ import pytest
 from edgeopt.config.schema import ParityConfig
 from edgeopt.errors import DependencyError
 from edgeopt.stages.export import export_bundle
-from edgeopt.stages.quantize import QuantPlan
+from edgeopt.core.quant import QuantPlan
 from edgeopt.targets import get_target
 
 
@@ -21,7 +21,7 @@ def tflite():
 
 @pytest.mark.parametrize("precision, layout", [("fp32", "NCHW"), ("fp16", "NHWC"), ("int8", "NHWC")])
 def test_manifest_quantization_matches_file(tflite, precision, layout, tiny_detector, calib, tmp_path):
-    from edgeopt.targets.tflite import tensor_types
+    from edgeopt.targets.tflite.target import tensor_types
 
     manifest = export_bundle(tflite, tiny_detector, precision, QuantPlan(), calib, tmp_path, {"layout": layout},
                              ParityConfig(), {})

@@ -1,0 +1,95 @@
+"""The command line of a bundle's ``run.py``: detections for an image, or a latency/memory benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .bench import latency_stats, peak_rss_mb, time_calls
+from .decode import DecoderConfig, decode
+from .letterbox import letterbox_image, to_tensor
+
+HERE = Path(__file__).resolve().parent.parent  # the bundle directory (this file is edgeopt_bundle/main.py there)
+
+
+def _manifest() -> dict:
+    return json.loads((HERE / "edgeopt.json").read_text())
+
+
+def _session(manifest: dict, threads: int):
+    from .runner import load_session  # the target's runner, copied in beside this file
+
+    return load_session(HERE, manifest, threads)
+
+
+def _decoder(manifest: dict, score: float | None) -> DecoderConfig:
+    cfg = dict(manifest["output"]["decoder"])
+    if score is not None:
+        cfg["score_threshold"] = score
+    return DecoderConfig(**cfg)
+
+
+def _input(manifest: dict, hwc: np.ndarray) -> np.ndarray:
+    """The model input for an RGB uint8 HWC image: layout and dtype from the manifest (uint8 = raw pixels)."""
+    spec = manifest["input"]
+    return to_tensor(hwc, spec["layout"], "uint8" if spec["dtype"] in ("uint8", "int8") else "float32")
+
+
+def detect(image_path: str, threads: int = 1, score: float | None = None) -> list[dict]:
+    """Detections for one image, in original-image pixels."""
+    manifest = _manifest()
+    run = _session(manifest, threads)
+    with Image.open(image_path) as im:
+        hwc, lb = letterbox_image(im, manifest["input"]["size"])
+    out = run(_input(manifest, hwc))[0]
+    det = decode(out, manifest["input"]["size"], _decoder(manifest, score))
+    boxes = lb.to_original(det.boxes)
+    names = manifest["class_names"]
+    return [{"class": names[int(c)], "class_id": int(c), "score": round(float(s), 4),
+             "box": [round(float(v), 1) for v in b]} for b, s, c in zip(boxes, det.scores, det.classes)]
+
+
+def bench(threads: int, warmup: int, runs: int, image: str | None) -> dict:
+    """Latency over ``runs`` timed runs after ``warmup``, and the process's peak RSS."""
+    manifest = _manifest()
+    rss_before = peak_rss_mb()
+    run = _session(manifest, threads)
+    size = manifest["input"]["size"]
+    if image:
+        with Image.open(image) as im:
+            hwc, _ = letterbox_image(im, size)
+    else:
+        hwc = np.full((size, size, 3), 114, np.uint8)
+    x = _input(manifest, hwc)
+    times = time_calls(lambda: run(x), warmup, runs)
+    return {**latency_stats(times), "runs": runs, "warmup": warmup, "threads": threads,
+            "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": rss_before}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run this edgeopt bundle: detections for an image, or a benchmark.")
+    parser.add_argument("image", nargs="?", help="image file to detect objects in")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--score", type=float, default=None, help="score threshold (default from edgeopt.json)")
+    parser.add_argument("--json", action="store_true", help="print detections as JSON")
+    parser.add_argument("--bench", action="store_true", help="measure latency and peak memory, print JSON")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args(argv)
+    if args.bench:
+        print(json.dumps(bench(args.threads, args.warmup, args.runs, args.image)))
+        return 0
+    if not args.image:
+        parser.error("give an image (or --bench)")
+    dets = detect(args.image, args.threads, args.score)
+    if args.json:
+        print(json.dumps(dets))
+    else:
+        for d in dets:
+            print(f"{d['class']:>12s} {d['score']:.3f}  box {d['box']}")
+        print(f"{len(dets)} detections")
+    return 0

@@ -1,0 +1,2 @@
+"""The embedded reference detector: its network, its checkpoint format and its source (the committed weights,
+or weights written by ``edgeopt train``)."""

@@ -1,0 +1,42 @@
+"""Reference-detector checkpoints: ``{format, config, channels, state_dict}``, loadable with weights_only=True."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeopt.errors import ModelError
+from edgeopt.models.checkpoint import (apply_channel_spec, channel_spec, load_checkpoint_dict, plain_state,
+                                       save_checkpoint)
+from edgeopt.models.sources.reference.network import ReferenceConfig, ReferenceDetector
+
+FORMAT = "edgeopt.reference/1"
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "reference.pt"
+
+
+def is_reference_checkpoint(data: dict) -> bool:
+    return data.get("format") == FORMAT
+
+
+def save_detector(model: ReferenceDetector, path: str | Path) -> Path:
+    """Write ``{"format", "config", "channels", "state_dict"}`` atomically."""
+    return save_checkpoint(path, {"format": FORMAT, "config": model.config.to_dict(),
+                                  "channels": channel_spec(model), "state_dict": plain_state(model)})
+
+
+def load_detector(path: str | Path | None = None) -> ReferenceDetector:
+    """Rebuild a reference detector from a saved file (the committed default weights when ``path`` is None)."""
+    path = Path(path) if path else DEFAULT_WEIGHTS
+    data = load_checkpoint_dict(path)
+    if data.get("format") != FORMAT:
+        raise ModelError(f"{path} is not an edgeopt reference-detector file (format {data.get('format')!r}, "
+                         f"expected {FORMAT!r})")
+    model = ReferenceDetector(ReferenceConfig.from_dict(data["config"]))
+    if data.get("channels"):  # pruned: resize layers before loading weights
+        apply_channel_spec(model, data["channels"])
+    try:
+        model.load_state_dict(data["state_dict"])
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not match the architecture: {str(exc).splitlines()[0]}") from None
+    return model.eval()
+
+

@@ -1,0 +1,153 @@
+"""The engine: preflight every stage's checks, then run the stages through the cache, then report.
+
+Every stage output is cached under ``<output>/cache/<stage>/<key>`` (see :mod:`edgeopt.core.cache`); bundles
+that pass the gate are copied to ``<output>/artifacts``; results go to ``results.json``/``.csv`` and
+``report.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from edgeopt.core.version import VERSION
+from edgeopt.config.schema import PipelineConfig
+from edgeopt.core.cache import Cache, copy_tree_atomic, stable_hash
+from edgeopt.core.contracts import Stage
+from edgeopt.core.registry import STAGES, TARGETS
+from edgeopt.data.open import open_dataset
+from edgeopt.devices import load_device
+from edgeopt.errors import ConfigError, EdgeoptError, ParityError
+from edgeopt.models.sources import load_model
+from edgeopt.report.results import write_results
+from edgeopt.stages.context import Bundle, RunContext
+from edgeopt.stages.reference import check_reference
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    output: Path
+    records: list[dict[str, Any]]
+    run_info: dict[str, Any]
+    cache_hits: list[str] = field(default_factory=list)
+    cache_misses: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["status"] == "failed"]
+
+
+def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Console | None = None) -> RunResult:
+    """Run a validated config. Raises EdgeoptError subclasses for user problems before any work is written."""
+    stages: list[Stage] = [STAGES.create(name) for name in config.stages]
+    ctx = preflight(config, stages, Cache(config.output_dir / "cache", enabled=use_cache),
+                    console or Console(stderr=True))
+    for stage in stages:
+        stage.execute(ctx)
+    records = [*_reference_rows(ctx), *ctx.records, *(_bundle_row(ctx, b) for b in ctx.bundles)]
+    run_info = {"name": config.name, "config_hash": ctx.config_hash, "device": ctx.device_info,
+                "versions": ctx.versions, "threads": config.benchmark.threads, "stages": config.stages,
+                "output": str(config.output_dir), "prune": ctx.prune_report,
+                "quantize": {"outlier_layers": ctx.plan.outlier_layers} if ctx.plan else None}
+    write_results(config.output_dir, run_info, records)
+    return RunResult(config.output_dir, records, run_info, ctx.cache.hits, ctx.cache.misses)
+
+
+def preflight(config: PipelineConfig, stages: list[Stage], cache: Cache, console: Console) -> RunContext:
+    """Read every input and run every stage's checks; only then create the run directory."""
+    targets = {t.name: TARGETS.create(t.name) for t in config.targets}
+    for target in targets.values():
+        target.check_available()
+    device = load_device(config.device)
+    for name, target in targets.items():
+        reason = target.why_unsupported(device)
+        if reason:
+            raise ConfigError(f"target '{name}' cannot run on device '{device.name}': {reason}")
+    ctx = _read_inputs(config, targets, device, cache, console)
+    for stage in stages:
+        stage.check(ctx)
+    _check_output_dir(config.output_dir)
+    cache.clean_partial()
+    return ctx
+
+
+def _read_inputs(config: PipelineConfig, targets: dict, device: Any, cache: Cache, console: Console) -> RunContext:
+    """Datasets and the detector, read before anything is written (a bad input leaves no half-made run)."""
+    calibration = open_dataset(config.data.calibration) if "calibrate" in config.stages else None
+    validation = open_dataset(config.data.validation) if config.data.validation else None
+    named = validation if validation is not None else calibration
+    detector = load_model(config.model, named.class_names if named is not None else None)
+    check_reference(detector)
+    recovery = config.prune.recovery.data
+    return RunContext(config=config, cache=cache, console=console, targets=targets, device=device,
+                      device_info=device.describe(), versions=_versions(targets),
+                      config_hash=stable_hash(config.model_dump(), length=12),
+                      data_key=stable_hash(config.data.model_dump()), detector=detector, original=detector,
+                      calibration_set=calibration, validation=validation,
+                      recovery_set=open_dataset(recovery) if "prune" in config.stages and recovery else None)
+
+
+def _versions(targets: dict) -> dict[str, str]:
+    import torch
+
+    versions = {"edgeopt": VERSION, "python": sys.version.split()[0], "torch": torch.__version__}
+    for target in targets.values():
+        versions.update(target.versions())
+    return versions
+
+
+def _check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the output directory {out}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"the output directory {out} is not writable", hint="choose another with --out")
+
+
+def _reference_rows(ctx: RunContext) -> list[dict[str, Any]]:
+    if ctx.reference is None:
+        return []
+    name = "torch" if ctx.original.kind == "torch" else f"{ctx.original.kind}-source"
+    figures = {k: v for k, v in ctx.reference.items() if k != "per_class"}
+    return [{"target": name, "precision": "fp32", "device": ctx.device.name, "status": "reference", "reason": "",
+             **figures, "map50_95_drop": 0.0}]
+
+
+def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
+    """A bundle's result row; a bundle that passed the gate is shipped, one that failed is withdrawn."""
+    manifest, par = bundle.manifest, bundle.manifest.parity
+    row = {"target": bundle.target.name, "precision": bundle.precision, "device": ctx.device.name,
+           "status": "passed" if par["passed"] else "failed", "reason": "; ".join(par["problems"]),
+           "size_bytes": sum((bundle.path / f).stat().st_size for f in manifest.model_files),
+           "parity_max_abs": par["max_abs"], "parity_cosine": par["cosine"],
+           "parity_box_agreement": par["box_agreement"], "cache_key": bundle.path.name}
+    bench = ctx.bench.get(bundle.path.name)
+    if bench is not None:
+        row.update({k: v for k, v in bench.items() if k != "per_class"})
+        if ctx.reference and ctx.reference.get("map50_95") is not None and bench.get("map50_95") is not None:
+            row["map50_95_drop"] = ctx.reference["map50_95"] - bench["map50_95"]
+    row["session_options"] = bundle.target.session_options(ctx.config.benchmark.threads, manifest.to_dict())
+    dest = ctx.config.output_dir / "artifacts" / f"{bundle.target.name}-{bundle.precision}"
+    if par["passed"]:
+        dest.parent.mkdir(exist_ok=True)
+        copy_tree_atomic(bundle.path, dest)
+        row["artifact"] = str(dest)
+    else:
+        err = ParityError(f"{row['target']} {row['precision']} failed parity: {row['reason']}",
+                          hint="not shipped; see the manifest in " + str(bundle.path))
+        ctx.console.print(f"[bold red]error:[/] {escape(str(err))}")
+        shutil.rmtree(dest, ignore_errors=True)  # a bundle shipped by an earlier run is no longer valid
+    return row
+
+
+__all__ = ["RunResult", "run_pipeline", "EdgeoptError"]

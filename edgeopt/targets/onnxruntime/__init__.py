@@ -1,0 +1,2 @@
+"""ONNX Runtime: fp32 ONNX and static QDQ int8 (onnxruntime.quantization), its bundle runner, and the in-process
+reference for detectors given as ONNX graphs."""
