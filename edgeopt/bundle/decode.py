@@ -17,7 +17,7 @@ class DecoderConfig:
 
     ``layout``: ``dense`` is ``(1, 4 + C, N)``, a box and C class scores per anchor, filtered by class-aware
     NMS here; ``end2end`` is ``(1, K, 6)``, rows of x1, y1, x2, y2, score, class id already ranked by a
-    one-to-one head (YOLO26, YOLOv10), so only thresholding is left.
+    one-to-one (NMS-free) head, so only thresholding is left.
     ``box_format``: ``cxcywh`` or ``xyxy`` (dense only); ``normalized``: boxes are divided by the input size.
     ``multi_label`` lets one anchor yield several classes (used for mAP, as the YOLO family does).
     """

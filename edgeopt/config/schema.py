@@ -16,8 +16,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class ModelConfig(Strict):
-    """Where the detector comes from: the embedded reference, edgeopt weights, an Ultralytics checkpoint, any torch
-    module built by a factory, or an ONNX file."""
+    """Where the detector comes from: the embedded reference, edgeopt weights, a third-party checkpoint, any
+    torch module built by a factory, or an ONNX file."""
 
     source: str = Field("reference", description=(
         "'reference' (the embedded detector), a .pt file (edgeopt weights or a third-party checkpoint), "

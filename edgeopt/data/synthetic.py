@@ -255,7 +255,7 @@ def generate(out: Path, train: int, val: int, seed: int = 0, workers: int = 1, p
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
     splits = "".join(f"{s}: images/{s}\n" for s, c in (("train", train), ("val", val)) if c > 0)
     yaml_path = out / "data.yaml"
-    # no "path:" key: readers (edgeopt, Ultralytics) resolve the splits next to data.yaml
+    # no "path:" key: readers (edgeopt and other YOLO-format tools) resolve the splits next to data.yaml
     yaml_path.write_text(f"# edgeopt synthetic dataset, seed {seed}, {difficulty}\n{splits}names:\n{names}\n")
     return yaml_path
 

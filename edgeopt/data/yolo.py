@@ -1,4 +1,4 @@
-"""Reader of Ultralytics-style YOLO datasets: ``data.yaml`` + ``images/<split>`` + ``labels/<split>``."""
+"""Reader of YOLO-format datasets: ``data.yaml`` + ``images/<split>`` + ``labels/<split>``."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _image_files(entry: str | list, root: Path) -> list[Path]:
 
 
 def label_path(image: Path) -> Path:
-    """The Ultralytics convention: the last ``images`` directory in the path becomes ``labels``, suffix .txt."""
+    """The YOLO-format convention: the last ``images`` directory in the path becomes ``labels``, suffix .txt."""
     parts = list(image.parts)
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "images":
@@ -88,7 +88,7 @@ def parse_label_file(path: Path, width: int, height: int, num_classes: int) -> t
 
 
 def read_yolo(data_yaml: str | Path, split: str = "val") -> DetectionDataset:
-    """Read one split of a YOLO dataset; an image without a label file has no objects (as in Ultralytics)."""
+    """Read one split of a YOLO dataset; an image without a label file has no objects (the format's convention)."""
     data_yaml = Path(data_yaml)
     if data_yaml.is_dir():
         data_yaml = data_yaml / "data.yaml"

@@ -13,7 +13,7 @@ DEPLOY_DECODER = DecoderConfig(score_threshold=0.25)
 ROW_FLOOR = 0.05  # end-to-end rows below this score are a tail whose order among near-ties is arbitrary
 MIN_ROWS = 10  # ... but at least the best rows are compared, so a model scoring low everywhere is still checked
 # int8 moves sigmoid scores by a few hundredths; a box scoring 0.26 in torch and 0.24 in the artifact is the same
-# detection (measured on a YOLOv8n: such near-threshold flips alone failed box agreement at max abs error 0.035)
+# detection (measured on a third-party nano detector: such near-threshold flips alone failed box agreement at max abs error 0.035)
 SCORE_MARGIN = 0.05
 
 

@@ -56,7 +56,7 @@ def output_convs(model: nn.Module, example: torch.Tensor) -> list[str]:
 
 def head_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Every head branch's dense output: what pruning traces and distillation matches. Models with several
-    heads (YOLO26's one-to-many and one-to-one) say so with a ``head_outputs`` method."""
+    heads (one-to-many and one-to-one) say so with a ``head_outputs`` method."""
     return model.head_outputs(x) if hasattr(model, "head_outputs") else [model(x)]
 
 
@@ -70,7 +70,7 @@ def kept_channels(channels: int, pruned: int, multiple: int) -> int:
 def _pruner_class():
     """torch-pruning's pruner, rounding kept channels to the nearest multiple of ``round_to``.
 
-    torch-pruning floors them: a 16-channel layer at ratio 0.05 kept 8, so nano models (YOLOv8n has many 16- and
+    torch-pruning floors them: a 16-channel layer at ratio 0.05 kept 8, so nano models (with many 16- and
     32-channel layers) lost 19% of their MACs and all their accuracy at a 5% ratio (measured).
     """
     tp = _tp()

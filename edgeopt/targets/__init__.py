@@ -1,8 +1,8 @@
-"""Target runtimes: one package per runtime (``onnxruntime/``, ``openvino/``, ``tflite/``, ``ncnn/``), each with
+"""Target runtimes: one package per runtime (registered by name in ``core/registry.py``), each holding
 everything about that runtime: its ``Target`` (``target.py``), its config section and options (``options.py``),
 its numpy-only bundle runner (``runner.py``) and its quantizer details. Shared by all: the head-tail graph walk,
 kept-float scope and projection rule (``graph.py``), and the static ONNX export that ONNX-based runtimes start
-from (``onnx_export.py``). Targets are registered by name in ``core/registry.py``.
+from (``onnx_export.py``).
 
 May import: ``edgeopt.errors``, ``edgeopt.core``, ``edgeopt.bundle``, ``edgeopt.config``, ``edgeopt.data``,
 ``edgeopt.models``.

@@ -3,7 +3,7 @@
 Walking back from the model's outputs, the first convolution on each path is one of the head's last
 convolutions; what lies between them and the outputs is box decode and sigmoid. Quantizing that part (or the
 final convolutions) zeroes confidences or coarsens boxes, so the quantization plan keeps it float by default.
-Each target supplies how its graph format (ONNX, OpenVINO, TFLite, ncnn) names nodes, links them, and which
+Each target supplies how its runtime's graph format names nodes, links them, and which
 nodes are convolutions with which kernel; the walk, the projection rule and the scope are the same for all.
 """
 

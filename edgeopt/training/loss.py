@@ -81,7 +81,7 @@ class TaskAlignedAssigner:
 
 
 class DetectionLoss:
-    """BCE on class scores against aligned targets plus CIoU on foreground boxes (YOLOv8 gains, no DFL)."""
+    """BCE on class scores against aligned targets plus CIoU on foreground boxes (common YOLO-family gains, no distribution loss)."""
 
     def __init__(self, num_classes: int, box_gain: float = 7.5, cls_gain: float = 0.5) -> None:
         self.num_classes = num_classes

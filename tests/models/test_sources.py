@@ -12,6 +12,7 @@ import torch
 
 from edgeopt.config.schema import ModelConfig
 from edgeopt.pipeline import run_pipeline
+from edgeopt.stages.reference import reference_infer
 from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError, ModelError
 from edgeopt.models.sources import load_model
@@ -119,11 +120,11 @@ def test_onnx_source_matches_the_torch_model(tmp_path):
                                             depths=(1, 1, 1, 1), neck=(16, 16, 32), head=16)).eval()
     path = _onnx_file(tmp_path, model)
     det = load_model(ModelConfig(source=str(path), class_names=list(NAMES)))
-    assert det.module is None and det.input_size == 96
+    assert det.kind == "onnx" and det.input_size == 96
     x = np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32)
     with torch.no_grad():
         want = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(det.infer()(x), want, atol=1e-4)
+    np.testing.assert_allclose(reference_infer(det)(x), want, atol=1e-4)
 
 
 def test_onnx_source_pipeline_and_refusals(tmp_path):

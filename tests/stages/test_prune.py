@@ -11,7 +11,8 @@ from edgeopt.models.sources.reference.network import ReferenceConfig, build_refe
 
 tp = pytest.importorskip("torch_pruning", reason="the 'prune' extra is not installed")
 
-from edgeopt.stages.prune import count, kept_channels, output_convs, prune_once, recover  # noqa: E402
+from edgeopt.models.pruning import count, kept_channels, output_convs, prune_once  # noqa: E402
+from edgeopt.training.recover import recover  # noqa: E402
 
 
 class Conv(nn.Module):
@@ -141,6 +142,6 @@ def test_taylor_importance_and_distillation_recovery(synth_dataset):
     train.labelled = False  # distillation must work without labels
     cfg = PruneConfig(recovery=RecoveryConfig(mode="auto", epochs=1, batch=8))
     calls = []
-    student, info = recover(student, teacher, cfg, 64, train, None, lambda m: calls.append(1) or {"map50_95": 0.0},
+    student, info = recover(student, teacher, cfg, 64, train, lambda m: calls.append(1) or {"map50_95": 0.0},
                             lambda msg: None)
     assert info["mode"] == "distill" and info["epochs"] == 1 and len(calls) == 2

@@ -32,7 +32,7 @@ def tiny_detector():
         for _ in range(3):
             model(torch.rand(8, 3, SIZE, SIZE))
     model.eval()
-    return Detector(model, SIZE, list(CLASS_NAMES), DecoderConfig(), source="tiny", key="tiny")
+    return Detector(model, "torch", SIZE, list(CLASS_NAMES), DecoderConfig(), source="tiny", key="tiny")
 
 
 @pytest.fixture(scope="module")

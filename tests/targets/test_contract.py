@@ -16,7 +16,8 @@ from edgeopt.data.synthetic import render_image
 from edgeopt.errors import DependencyError
 from edgeopt.stages.export import export_bundle
 from edgeopt.core.quant import QuantPlan
-from edgeopt.targets import TARGETS, get_target
+from edgeopt.core.registry import TARGETS
+from edgeopt.targets import default_options, get_target
 
 SIZE = 96
 # runs a script with edgeopt and torch made unimportable: a bundle must need only numpy, Pillow and its runtime
@@ -35,7 +36,7 @@ def _available(name):
 
 CASES = [
     pytest.param(name, precision, id=f"{name}-{precision}")
-    for name in TARGETS for precision in get_target(name).precisions
+    for name in TARGETS.names for precision in get_target(name).capabilities.precisions
 ]
 
 
@@ -49,12 +50,12 @@ def test_export_load_run_parity(name, precision, tiny_detector, calib, tmp_path)
     reason = target.precision_unsupported(precision)
     if reason:  # e.g. bf16 on a CPU without it: the pipeline records the row as skipped
         pytest.skip(reason)
-    manifest = export_bundle(target, tiny_detector, precision, QuantPlan(), calib, tmp_path, {}, ParityConfig(),
+    manifest = export_bundle(target, tiny_detector, precision, QuantPlan(), calib, tmp_path, default_options(name), ParityConfig(),
                              {"test": True})
-    assert manifest["parity"]["passed"], manifest["parity"]["problems"]
-    assert manifest["parity"]["boxes_compared"] > 0  # boxes were actually compared
+    assert manifest.parity["passed"], manifest.parity["problems"]
+    assert manifest.parity["boxes_compared"] > 0  # boxes were actually compared
     assert verify_bundle(tmp_path) == []
-    run = target.open(tmp_path, manifest, threads=1)
+    run = target.open(tmp_path, manifest.to_dict(), threads=1)
     x = calib.float_images("parity")[:1]
     out = run(x)[0]
     ref = tiny_detector.module(torch.from_numpy(x)).detach().numpy()
@@ -63,11 +64,11 @@ def test_export_load_run_parity(name, precision, tiny_detector, calib, tmp_path)
     assert np.abs(out - ref).mean() < tol
 
 
-@pytest.mark.parametrize("name", [_available(n) for n in TARGETS])
+@pytest.mark.parametrize("name", [_available(n) for n in TARGETS.names])
 def test_bundle_run_py_detects_in_a_subprocess(name, tiny_detector, calib, tmp_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    export_bundle(get_target(name), tiny_detector, "fp32", QuantPlan(), calib, bundle, {}, ParityConfig(), {})
+    export_bundle(get_target(name), tiny_detector, "fp32", QuantPlan(), calib, bundle, default_options(name), ParityConfig(), {})
     image = tmp_path / "img.jpg"
     image.write_bytes(render_image(9, "val", 0)[0])
     proc = subprocess.run([sys.executable, "-c", NO_EDGEOPT, str(bundle / "run.py"), str(image), "--json",

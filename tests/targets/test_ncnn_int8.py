@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgeopt.core.quant import QuantPlan
 from edgeopt.targets.ncnn.int8 import (TAG_INT8, Layer, kl_threshold, parse_param, quantize_layer, read_bin,
                                        weight_scales, write_int8)
 
@@ -94,7 +95,7 @@ def tiny_ncnn(tmp_path_factory):
 def test_table_matches_hand_computed_scales(tiny_ncnn):
     model, d, images = tiny_ncnn
     result = write_int8(d / "m.ncnn.param", d / "m.ncnn.bin", d / "q.param", d / "q.bin", images, "in0", ["out0"],
-                        method="max")
+                        QuantPlan(), method="max")
     table = result["table"]
     convs = [model.a, model.b, model.c]
     names = sorted(k for k in table if not k.endswith("_param_0"))
@@ -109,7 +110,7 @@ def test_table_matches_hand_computed_scales(tiny_ncnn):
 
 def test_int8_model_loads_and_runs_in_int8(tiny_ncnn):
     model, d, images = tiny_ncnn
-    write_int8(d / "m.ncnn.param", d / "m.ncnn.bin", d / "q.param", d / "q.bin", images, "in0", ["out0"])
+    write_int8(d / "m.ncnn.param", d / "m.ncnn.bin", d / "q.param", d / "q.bin", images, "in0", ["out0"], QuantPlan())
     _, layers = parse_param((d / "q.param").read_text())
     read_bin(layers, (d / "q.bin").read_bytes())  # the file walks cleanly with the int8 layout
     quantized = [ly for ly in layers if ly.params.get("8") == "2"]
@@ -137,7 +138,7 @@ def test_keep_float_patterns_keep_layers_float(tiny_ncnn):
     _, layers = parse_param((d / "m.ncnn.param").read_text())
     first = next(ly.name for ly in layers if ly.type == "Convolution")
     result = write_int8(d / "m.ncnn.param", d / "m.ncnn.bin", d / "k.param", d / "k.bin", images, "in0", ["out0"],
-                        keep_float=[f"^{first}$"])
+                        QuantPlan(keep_float=[f"^{first}$"]))
     assert first in result["kept_float"] and first not in result["quantized_layers"]
     assert len(result["quantized_layers"]) == 2
     _, written = parse_param((d / "k.param").read_text())

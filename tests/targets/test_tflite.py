@@ -5,6 +5,7 @@ import pytest
 from edgeopt.config.schema import ParityConfig
 from edgeopt.errors import DependencyError
 from edgeopt.stages.export import export_bundle
+from edgeopt.targets.tflite.options import TFLiteOptions
 from edgeopt.core.quant import QuantPlan
 from edgeopt.targets import get_target
 
@@ -23,12 +24,12 @@ def tflite():
 def test_manifest_quantization_matches_file(tflite, precision, layout, tiny_detector, calib, tmp_path):
     from edgeopt.targets.tflite.target import tensor_types
 
-    manifest = export_bundle(tflite, tiny_detector, precision, QuantPlan(), calib, tmp_path, {"layout": layout},
+    manifest = export_bundle(tflite, tiny_detector, precision, QuantPlan(), calib, tmp_path, TFLiteOptions(layout=layout),
                              ParityConfig(), {})
-    assert manifest["parity"]["passed"], manifest["parity"]["problems"]
-    assert manifest["input"]["layout"] == layout
+    assert manifest.parity["passed"], manifest.parity["problems"]
+    assert manifest.input["layout"] == layout
     actual = tensor_types(tmp_path / "model.tflite")
-    q = manifest["quantization"]
+    q = manifest.quantization
     assert q["verified_types"] == actual
     weights = set(actual["conv_weights"])
     if precision == "fp32":
@@ -46,11 +47,11 @@ def test_uint8_input_takes_raw_pixels(tflite, tiny_detector, calib, tmp_path):
     import numpy as np
 
     manifest = export_bundle(tflite, tiny_detector, "int8", QuantPlan(), calib, tmp_path,
-                             {"layout": "NHWC", "input_dtype": "uint8"}, ParityConfig(), {})
-    assert manifest["parity"]["passed"], manifest["parity"]["problems"]
-    assert manifest["input"]["dtype"] == "uint8" and manifest["input"]["tensor_dtype"] == "uint8"
-    assert manifest["output"]["tensor"]["tensor_dtype"] == "float32"
-    run = tflite.open(tmp_path, manifest, threads=1)
+                             TFLiteOptions(layout="NHWC", input_dtype="uint8"), ParityConfig(), {})
+    assert manifest.parity["passed"], manifest.parity["problems"]
+    assert manifest.input["dtype"] == "uint8" and manifest.runtime["input_tensor"]["tensor_dtype"] == "uint8"
+    assert manifest.runtime["output_tensor"]["tensor_dtype"] == "float32"
+    run = tflite.open(tmp_path, manifest.to_dict(), threads=1)
     pixels = calib.parity_images[:1]  # raw uint8 NHWC, as a camera gives them
     from_pixels = run(pixels)[0]
     from_floats = run(calib.float_images("parity")[:1])[0]

@@ -5,7 +5,7 @@ targets that accept it are found by that kind.
 
 The graph is prepared once so it meets the same contract as a torch detector: a static ``1x3xSxS`` input named
 ``images``, and one output named ``output`` whose boxes are divided by the input size (nodes appended for
-layouts in pixels). Stages that need torch (prune, TFLite conversion) refuse it before any work.
+layouts in pixels). Stages and targets that need torch refuse it before any work.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def _activation_ranges(plan):
     """NNCF's activation range estimator for the plan's calibration method, and its description.
 
     NNCF's own default averages each image's min/max, which clips the largest activations - those of the most
-    confident detections (a YOLOv8n's top scores moved by up to 0.3); ``minmax`` takes the extremes over all
+    confident detections (a third-party nano detector's top scores moved by up to 0.3); ``minmax`` takes the extremes over all
     calibration images, as the other targets do.
     """
     from nncf.quantization.range_estimator import (AggregatorType, RangeEstimatorParameters,

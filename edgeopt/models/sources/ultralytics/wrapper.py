@@ -67,7 +67,7 @@ class UltralyticsDetector(nn.Module):
         """Hand the head its anchors for this input size, made once outside any tracer or inference mode.
 
         The head builds anchors itself whenever the feature shape (batch included) changes; built inside an
-        export trace they become meshgrid ops in the graph (pnnx cannot convert them, and a trace that builds
+        export trace they become meshgrid ops in the graph (a converter to a mobile runtime could not convert them, and a trace that builds
         them once but not twice fails its sanity check), and built under inference_mode they cannot enter
         autograd later. Here they depend only on the input size; the shape the head compares is set per call.
         """
