@@ -57,6 +57,10 @@ def _explain(exc: ValidationError, source: str) -> ConfigError:
             lines.append(f"'{key}': unknown target '{tag}'" + (f" ({suggestion})" if suggestion else "")
                          + f"; targets are {', '.join(TARGETS.names)}")
             hint = hint or suggestion
+        elif err["type"] == "literal_error" and len(loc) > 3 and loc[0] == "targets" and loc[3] == "precisions":
+            expected = err.get("ctx", {}).get("expected", "").replace("'", "").replace(" or ", ", ")
+            lines.append(f"target '{loc[2]}' has no precision '{err.get('input')}'")
+            hint = hint or f"it offers {expected}"
         elif err["type"] == "extra_forbidden":
             suggestion = did_you_mean(str(loc[-1]), _fields_at(PipelineConfig, loc[:-1]))
             lines.append(f"unknown key '{key}'" + (f" ({suggestion})" if suggestion else ""))

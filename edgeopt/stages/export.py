@@ -93,6 +93,13 @@ def export_bundle(target: Target, detector: Detector, precision: str, plan: Any,
     return write_manifest(out_dir, manifest)
 
 
+def export_code(target: Target) -> list[str]:
+    """The modules whose code reaches a bundle of ``target`` or its verdict (with what they import): this stage,
+    the target and its runner, and every file of the bundle code."""
+    return [__name__, type(target).__module__, target.runner,
+            *(f"edgeopt.bundle.{source.stem}" for source in source_files().values())]
+
+
 @dataclass
 class ExportItem:
     """One bundle to export: a target's config section, the target, the head variant and the precision."""
@@ -133,8 +140,7 @@ class ExportStage(Stage):
 
     def key(self, ctx: Any, item: ExportItem) -> str:
         int8 = item.precision == "int8"
-        code = code_fingerprint([__name__, type(item.target).__module__, item.target.runner,
-                                 *(f"edgeopt.bundle.{name}" for name in ("letterbox", "decode", "bench", "main"))])
+        code = code_fingerprint(export_code(item.target))
         return stable_hash("export", item.target.name, item.precision, item.section.options.model_dump(),
                            item.detector.key, item.head, ctx.calib_key if int8 else None,
                            ctx.plan.to_dict() if ctx.plan and int8 else None, ctx.config.parity.model_dump(),
