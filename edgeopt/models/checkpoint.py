@@ -97,7 +97,13 @@ def load_pruned(path: str | Path, base: nn.Module, normalize: Callable[[nn.Modul
     model = copy.deepcopy(base)
     if normalize is not None:
         normalize(model)
-    apply_channel_spec(model, data["channels"])
+    return load_into(model, data, path)
+
+
+def load_into(model: nn.Module, data: dict, path: str | Path) -> nn.Module:
+    """Resize ``model`` to the checkpoint's channel spec (a pruned model), then load its weights (eval mode)."""
+    if data.get("channels"):
+        apply_channel_spec(model, data["channels"])
     try:
         model.load_state_dict(data["state_dict"])
     except RuntimeError as exc:

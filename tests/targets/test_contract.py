@@ -83,3 +83,15 @@ def test_bundle_run_py_detects_in_a_subprocess(name, tiny_detector, calib, tmp_p
     stats = json.loads(bench.stdout)
     assert stats["runs"] == 50 and 0 < stats["latency_ms_min"] <= stats["latency_ms_median"] <= stats["latency_ms_p90"]
     assert 0 < stats["peak_rss_mb"] < 2000
+
+
+@pytest.mark.parametrize("name", TARGETS.names)
+def test_config_section_offers_exactly_the_targets_precisions(name):
+    """A target's config section (what a YAML may ask for) and its capabilities (what it exports) agree."""
+    from typing import get_args
+
+    from edgeopt.core.registry import resolve
+
+    section = resolve(TARGETS.entry(name).config)
+    (literal,) = get_args(section.model_fields["precisions"].annotation)
+    assert set(get_args(literal)) == set(get_target(name).capabilities.precisions)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeopt.errors import ModelError
-from edgeopt.models.checkpoint import (apply_channel_spec, channel_spec, load_checkpoint_dict, plain_state,
-                                       save_checkpoint)
+from edgeopt.models.checkpoint import channel_spec, load_checkpoint_dict, load_into, plain_state, save_checkpoint
 from edgeopt.models.sources.reference.network import ReferenceConfig, ReferenceDetector
 
 FORMAT = "edgeopt.reference/1"
@@ -30,13 +29,6 @@ def load_detector(path: str | Path | None = None) -> ReferenceDetector:
     if data.get("format") != FORMAT:
         raise ModelError(f"{path} is not an edgeopt reference-detector file (format {data.get('format')!r}, "
                          f"expected {FORMAT!r})")
-    model = ReferenceDetector(ReferenceConfig.from_dict(data["config"]))
-    if data.get("channels"):  # pruned: resize layers before loading weights
-        apply_channel_spec(model, data["channels"])
-    try:
-        model.load_state_dict(data["state_dict"])
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not match the architecture: {str(exc).splitlines()[0]}") from None
-    return model.eval()
+    return load_into(ReferenceDetector(ReferenceConfig.from_dict(data["config"])), data, path)
 
 
