@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgeopt.config.base import Strict, TargetSection
 from edgeopt.core.registry import STAGES as STAGE_REGISTRY
@@ -13,6 +14,7 @@ from edgeopt.core.registry import TARGETS, resolve
 
 STAGES = STAGE_REGISTRY.names
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+CODE_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # package.module:attribute
 
 
 class ModelConfig(Strict):
@@ -27,6 +29,9 @@ class ModelConfig(Strict):
     trust_pickle: bool = Field(False, description=(
         "Allow loading a checkpoint that is a full Python pickle (some third-party .pt files): it can run code, so opt in "
         "only for files you trust"))
+    trust_code: bool = Field(False, description=(
+        "Allow 'package.module:factory' and 'package.module:function' decoders: edgeopt imports and runs that "
+        "code, so opt in only for code you trust"))
     weights: str | None = Field(None, description="For 'module:factory': a state_dict file loaded into the module")
     factory_args: dict[str, Any] = Field(default_factory=dict, description="For 'module:factory': keyword arguments")
     decoder: str = Field("yolo", description=(
@@ -44,6 +49,15 @@ class ModelConfig(Strict):
         if v is not None and v % 32:
             raise ValueError(f"must be a multiple of 32 (the largest stride), got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _code_needs_trust(self) -> ModelConfig:
+        for key in ("source", "decoder"):
+            ref = getattr(self, key)
+            if CODE_REF.fullmatch(ref) and not self.trust_code:
+                raise ValueError(f"model.{key} {ref!r} imports and runs Python code; set model.trust_code: true "
+                                 "if you trust it")
+        return self
 
 
 class DatasetConfig(Strict):
@@ -120,15 +134,34 @@ def _target_sections() -> tuple[type[TargetSection], ...]:
 TargetConfig = Annotated[Union[_target_sections()], Field(discriminator="name")]  # noqa: UP007
 
 
-class ParityConfig(Strict):
-    """Tolerances of the parity gate, per precision: minimum output cosine and decoded-box agreement."""
+TOLERANCES = {
+    "min_cosine": {"fp32": 0.9999, "fp16": 0.999, "bf16": 0.998, "int8": 0.98},
+    "min_box_agreement": {"fp32": 0.98, "fp16": 0.95, "bf16": 0.9, "int8": 0.75},
+    "max_abs": {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 1.0},
+}
 
-    min_cosine: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.9999, "fp16": 0.999, "bf16": 0.998, "int8": 0.98})
-    min_box_agreement: dict[str, float] = Field(default_factory=lambda: {"fp32": 0.98, "fp16": 0.95, "bf16": 0.9, "int8": 0.75})
-    max_abs: dict[str, float] = Field(default_factory=lambda: {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 1.0})
+
+class ParityConfig(Strict):
+    """Tolerances of the parity gate, per precision: minimum output cosine and decoded-box agreement. A partial
+    setting (``min_cosine: {fp32: 0.99999}``) overrides those precisions only; the others keep their defaults."""
+
+    min_cosine: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["min_cosine"]))
+    min_box_agreement: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["min_box_agreement"]))
+    max_abs: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["max_abs"]))
     score_margin: float = Field(0.05, ge=0, lt=0.25, description=(
         "Box agreement: a detection at the 0.25 score threshold on one side matches the other side's box scoring "
         "at least 0.25 minus this (a score 0.26 -> 0.24 is the same detection)"))
+
+    @field_validator("min_cosine", "min_box_agreement", "max_abs", mode="before")
+    @classmethod
+    def _over_defaults(cls, v: Any, info: ValidationInfo) -> Any:
+        """Merge a per-precision setting over the defaults; an unknown precision is an error, not ignored."""
+        if not isinstance(v, dict):
+            return v
+        unknown = sorted(str(k) for k in v if k not in PRECISIONS)
+        if unknown:
+            raise ValueError(f"unknown precision {', '.join(unknown)}; precisions are {', '.join(PRECISIONS)}")
+        return {**TOLERANCES[info.field_name], **v}
 
 
 class BenchmarkConfig(Strict):

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from edgeopt.data.dataset import DetectionDataset, Sample, image_size
 from edgeopt.errors import DataError
+
+
+def _bbox(ann: dict, annotations: Path) -> tuple[float, float, float, float]:
+    """An annotation's ``[x, y, w, h]``: four finite numbers, else a DataError naming the annotation."""
+    box = ann.get("bbox")
+    ok = isinstance(box, list) and len(box) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+    if not ok:
+        raise DataError(f"{annotations}: annotation {ann.get('id')} has bbox {box!r}; expected [x, y, w, h] numbers")
+    return float(box[0]), float(box[1]), float(box[2]), float(box[3])
 
 
 def read_coco(annotations: str | Path, images_dir: str | Path | None = None) -> DetectionDataset:
@@ -43,7 +54,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path | None = None) -> 
                 continue
             if ann["category_id"] not in index:
                 raise DataError(f"{annotations}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
-            x, y, bw, bh = ann["bbox"]
+            x, y, bw, bh = _bbox(ann, annotations)
             if bw <= 0 or bh <= 0 or x < -1 or y < -1 or x + bw > w + 1 or y + bh > h + 1:
                 raise DataError(f"{annotations}: annotation {ann.get('id')} box {ann['bbox']} outside image {path.name} ({w}x{h})")
             boxes.append([x, y, x + bw, y + bh])

@@ -26,12 +26,13 @@ def open_dataset(cfg: DatasetConfig, synthetic_root: Path | None = None) -> Dete
         from edgeopt.data.synthetic import generate
 
         n = cfg.images or 200
-        root = synthetic_root / f"synthetic-seed{cfg.seed}-n{n}"
+        split = "train" if cfg.split == "train" else "val"
+        root = synthetic_root / f"synthetic-{split}-seed{cfg.seed}-n{n}"  # a folder holds one split
         if not (root / "data.yaml").is_file():
             root.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(root, lambda tmp: generate(tmp, train=n if cfg.split == "train" else 0,
                                                     val=n if cfg.split != "train" else 0, seed=cfg.seed))
-        dataset = read_dataset(root / "data.yaml", split="train" if cfg.split == "train" else "val")
+        dataset = read_dataset(root / "data.yaml", split=split)
     else:
         dataset = read_dataset(Path(cfg.path), split=cfg.split, images=cfg.images_dir)
     return dataset.subset(cfg.images)

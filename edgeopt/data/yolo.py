@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,9 @@ def parse_label_file(path: Path, width: int, height: int, num_classes: int) -> t
             cx, cy, w, h = (float(v) for v in fields[1:])
         except ValueError:
             raise DataError(f"{where}: not numbers: {line.strip()!r}") from None
+        if not all(math.isfinite(v) for v in (cx, cy, w, h)):
+            raise DataError(f"{where}: non-finite coordinate: {line.strip()!r}",
+                            hint="coordinates are normalised numbers in [0, 1]")
         if not 0 <= cls < num_classes:
             raise DataError(f"{where}: class id {cls} out of range 0..{num_classes - 1}",
                             hint="check 'names' in data.yaml")

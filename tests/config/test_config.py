@@ -45,3 +45,26 @@ def test_stage_order_and_input_size_are_checked(tmp_path):
 def test_schema_lists_sections():
     schema = json_schema()
     assert {"targets", "data", "benchmark", "quantize", "stages", "version"} <= set(schema["properties"])
+
+
+def test_partial_parity_override_keeps_the_other_defaults(tmp_path):
+    """A tolerance set for one precision leaves the others at their defaults (it used to drop them: anything passed)."""
+    from edgeopt.config.schema import TOLERANCES
+    from helpers import write_config
+
+    cfg = load_config(write_config(tmp_path), ["parity.min_cosine={fp32: 0.99999}"])
+    assert cfg.parity.min_cosine == {**TOLERANCES["min_cosine"], "fp32": 0.99999}
+    with pytest.raises(ConfigError, match="unknown precision int9"):
+        load_config(write_config(tmp_path), ["parity.max_abs={int9: 0.1}"])
+
+
+def test_synthetic_splits_with_one_seed_are_separate_datasets(tmp_path):
+    """Calibration (train) and validation (val) with the same seed and size are two datasets, not one folder."""
+    from edgeopt.config.schema import DatasetConfig
+    from edgeopt.data.open import open_dataset
+
+    train = open_dataset(DatasetConfig(path="synthetic", split="train", seed=5, images=3), tmp_path)
+    val = open_dataset(DatasetConfig(path="synthetic", split="val", seed=5, images=3), tmp_path)
+    assert len(train) == len(val) == 3
+    assert {s.image.parent.name for s in train.samples} == {"train"}
+    assert {s.image.parent.name for s in val.samples} == {"val"}

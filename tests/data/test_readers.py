@@ -45,6 +45,8 @@ def test_yolo_reader_converts_to_pixels(tmp_path):
         ("0 0.5 0.5 0.2 0.2\n7 0.5 0.5 0.2 0.2\n", "x.txt:2: class id 7 out of range"),
         ("0 0.95 0.5 0.4 0.2\n", "x.txt:1: box outside the image"),
         ("0 a b c d\n", "x.txt:1: not numbers"),
+        ("0 nan 0.5 0.2 0.2\n", "x.txt:1: non-finite coordinate"),
+        ("0 0.5 0.5 inf 0.2\n", "x.txt:1: non-finite coordinate"),
     ],
 )
 def test_malformed_label_names_file_and_line(tmp_path, label, message):
@@ -74,3 +76,17 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "notes.jpg").unlink()
     ds = read_dataset(tmp_path)
     assert len(ds) == 1 and not ds.labelled
+
+
+@pytest.mark.parametrize("bbox", [[float("nan"), 1, 2, 2], [1, 1, 2], ["1", 1, 2, 2], None, [1, 1, True, 2]])
+def test_coco_bbox_must_be_four_finite_numbers(tmp_path, bbox):
+    Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
+    ann = {"id": 7, "image_id": 1, "category_id": 1}
+    if bbox is not None:
+        ann["bbox"] = bbox
+    coco = {"images": [{"id": 1, "file_name": "a.png", "width": 10, "height": 10}], "annotations": [ann],
+            "categories": [{"id": 1, "name": "a"}]}
+    # json cannot hold NaN by the standard; Python writes it as NaN, which is what a careless exporter emits
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError, match="annotation 7 has bbox"):
+        read_coco(tmp_path / "c.json")

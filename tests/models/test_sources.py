@@ -54,7 +54,7 @@ def factory_module(tmp_path, monkeypatch):
 
 def test_factory_module_with_weights_and_named_layout(factory_module):
     model, weights = factory_module
-    det = load_model(ModelConfig(source="userdet:build", weights=str(weights), decoder="yolo_normalized",
+    det = load_model(ModelConfig(source="userdet:build", trust_code=True, weights=str(weights), decoder="yolo_normalized",
                                  input_size=96, class_names=list(NAMES)))
     x = torch.rand(1, 3, 96, 96)
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_factory_module_with_weights_and_named_layout(factory_module):
 
 def test_factory_decoder_function_is_part_of_the_module(factory_module):
     model, weights = factory_module
-    det = load_model(ModelConfig(source="userdet:build", weights=str(weights), decoder="userdet:to_pixels",
+    det = load_model(ModelConfig(source="userdet:build", trust_code=True, weights=str(weights), decoder="userdet:to_pixels",
                                  input_size=96, class_names=list(NAMES)))
     x = torch.rand(1, 3, 96, 96)
     with torch.no_grad():  # to_pixels multiplies by 96, the 'yolo' layout divides again
@@ -74,14 +74,14 @@ def test_factory_decoder_function_is_part_of_the_module(factory_module):
 def test_factory_errors_name_the_problem(factory_module, tmp_path):
     _, weights = factory_module
     with pytest.raises(ConfigError, match="cannot import module 'nosuchpkg'"):
-        load_model(ModelConfig(source="nosuchpkg:build", class_names=list(NAMES)))
+        load_model(ModelConfig(source="nosuchpkg:build", trust_code=True, class_names=list(NAMES)))
     with pytest.raises(ConfigError, match="has no callable 'missing'"):
-        load_model(ModelConfig(source="userdet:missing", class_names=list(NAMES)))
+        load_model(ModelConfig(source="userdet:missing", trust_code=True, class_names=list(NAMES)))
     with pytest.raises(ModelError, match="does not fit the module.*shape differs"):
-        load_model(ModelConfig(source="userdet:build", weights=str(weights), factory_args={"num_classes": 3},
+        load_model(ModelConfig(source="userdet:build", trust_code=True, weights=str(weights), factory_args={"num_classes": 3},
                                class_names=["a", "b", "c"], decoder="yolo_normalized", input_size=96))
     with pytest.raises(ModelError, match=r"outputs \(1, 10, \d+\), expected \(1, K, 6\)"):
-        load_model(ModelConfig(source="userdet:build", decoder="end2end", input_size=96, class_names=list(NAMES)))
+        load_model(ModelConfig(source="userdet:build", trust_code=True, decoder="end2end", input_size=96, class_names=list(NAMES)))
 
 
 def test_factory_model_prunes_and_exports(factory_module, tmp_path):
@@ -89,7 +89,7 @@ def test_factory_model_prunes_and_exports(factory_module, tmp_path):
     int8 export with parity."""
     _, weights = factory_module
     cfg = write_config(tmp_path, stages=["calibrate", "quantize", "prune", "export"],
-                       model={"source": "userdet:build", "weights": str(weights), "decoder": "yolo_normalized",
+                       model={"source": "userdet:build", "trust_code": True, "weights": str(weights), "decoder": "yolo_normalized",
                               "input_size": 96},
                        prune={"ratio": 0.5, "recovery": {"mode": "none"}})  # 16-channel layers keep 8
     result = run_pipeline(load_config(cfg))
@@ -180,3 +180,13 @@ def test_corrupt_checkpoint(tmp_path, monkeypatch):
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(ModelError, match="not a readable PyTorch file"):
         load_model(ModelConfig(source=str(path), trust_pickle=True))
+
+
+@pytest.mark.parametrize("model", [{"source": "os:system", "factory_args": {"command": "touch pwned"}},
+                                   {"source": "reference", "decoder": "os:getcwd"}])
+def test_code_in_a_config_needs_trust_code(tmp_path, model):
+    """A config that would import and run code is refused, by `validate` as by `run`, unless it opts in."""
+    cfg = write_config(tmp_path, model=model)
+    with pytest.raises(ConfigError, match="trust_code: true"):
+        load_config(cfg)
+    assert not (tmp_path / "pwned").exists()

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgeopt.config.schema import CODE_REF
 from edgeopt.core.cache import file_sha256, stable_hash
 from edgeopt.core.contracts import Source
 from edgeopt.errors import ConfigError, ModelError
@@ -72,8 +73,7 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def is_factory(source: str) -> bool:
     """True for ``package.module:function``."""
-    module, sep, attr = source.partition(":")
-    return bool(sep) and module.replace(".", "").replace("_", "").isalnum() and attr.isidentifier()
+    return CODE_REF.fullmatch(source) is not None
 
 
 class FactorySource(Source):
@@ -87,7 +87,10 @@ class FactorySource(Source):
 
 
 def load_factory(cfg: Any, fallback_names: list[str] | None) -> Detector:
-    """Build, load and wrap the module named by ``cfg.source``."""
+    """Build, load and wrap the module named by ``cfg.source`` (only with ``model.trust_code``: it runs code)."""
+    if not cfg.trust_code:
+        raise ConfigError(f"model.source {cfg.source!r} imports and runs Python code",
+                          hint="set model.trust_code: true if you trust it")
     factory = resolve(cfg.source, "model.source")
     try:
         model = factory(**cfg.factory_args)
@@ -103,7 +106,7 @@ def load_factory(cfg: Any, fallback_names: list[str] | None) -> Detector:
         weights_key = file_sha256(path)
     fn, layout = None, cfg.decoder
     if layout not in LAYOUTS:
-        if ":" not in layout:
+        if not CODE_REF.fullmatch(layout):
             raise ConfigError(f"model.decoder {layout!r} is neither a layout ({', '.join(LAYOUTS)}) nor "
                               "'package.module:function'")
         fn, layout = resolve(layout, "model.decoder"), "yolo"
