@@ -125,6 +125,23 @@ def validate_cmd(
     console.print(f"{config}: valid; stages {' -> '.join(cfg.stages)}; targets {targets}")
 
 
+@app.command("verify")
+def verify_cmd(bundle: Annotated[Path, typer.Argument(help="A bundle directory (holding edgeopt.json).")]) -> None:
+    """Check every file of a bundle against the sha256 in its manifest; exit 1 naming the files that differ."""
+    from edgeopt.core.manifest import MANIFEST, verify_bundle
+
+    if not (bundle / MANIFEST).is_file():
+        raise ConfigError(f"{bundle} is not a bundle (no {MANIFEST})", hint="give a directory under artifacts/")
+    try:
+        changed = verify_bundle(bundle)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{bundle / MANIFEST} is not a valid manifest: {exc}") from None
+    if changed:
+        err_console.print(f"[bold red]differs from the manifest:[/] {', '.join(changed)}")
+        raise typer.Exit(1)
+    console.print(f"{bundle}: every file matches its sha256 in {MANIFEST}")
+
+
 @app.command("schema")
 def schema_cmd() -> None:
     """Print the JSON schema of the pipeline config."""

@@ -21,6 +21,7 @@ from edgeopt.core.version import VERSION
 from edgeopt.config.schema import PipelineConfig
 from edgeopt.core.cache import Cache, copy_tree_atomic, stable_hash
 from edgeopt.core.contracts import Stage
+from edgeopt.core.manifest import verify_bundle
 from edgeopt.core.registry import STAGES, TARGETS
 from edgeopt.data.open import open_dataset
 from edgeopt.devices import load_device
@@ -138,12 +139,15 @@ def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
             row["map50_95_drop"] = ctx.reference["map50_95"] - bench["map50_95"]
     row["session_options"] = bundle.target.session_options(ctx.config.benchmark.threads, manifest.to_dict())
     dest = ctx.config.output_dir / "artifacts" / f"{bundle.target.name}-{bundle.precision}"
-    if par["passed"]:
+    changed = verify_bundle(bundle.path)
+    if changed:  # never ship what differs from the manifest that recorded its verdict
+        row.update(status="failed", reason=f"files differ from the manifest: {', '.join(changed)}")
+    if row["status"] == "passed":
         dest.parent.mkdir(exist_ok=True)
         copy_tree_atomic(bundle.path, dest)
         row["artifact"] = str(dest)
     else:
-        err = ParityError(f"{row['target']} {row['precision']} failed parity: {row['reason']}",
+        err = ParityError(f"{row['target']} {row['precision']} failed the gate: {row['reason']}",
                           hint="not shipped; see the manifest in " + str(bundle.path))
         ctx.console.print(f"[bold red]error:[/] {escape(str(err))}")
         shutil.rmtree(dest, ignore_errors=True)  # a bundle shipped by an earlier run is no longer valid

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,37 @@ from .letterbox import letterbox_image, to_tensor
 HERE = Path(__file__).resolve().parent.parent  # the bundle directory (this file is edgeopt_bundle/main.py there)
 
 
+class BundleError(Exception):
+    """The bundle cannot be used as it is (printed in one line, exit code 2)."""
+
+
 def _manifest() -> dict:
-    return json.loads((HERE / "edgeopt.json").read_text())
+    try:
+        return json.loads((HERE / "edgeopt.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read {HERE / 'edgeopt.json'}: {exc}") from None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def changed_files(manifest: dict) -> list[str]:
+    """Files of the bundle that are missing or whose sha256 differs from ``edgeopt.json``."""
+    return [name for name, digest in manifest.get("files", {}).items()
+            if not (HERE / name).is_file() or _sha256(HERE / name) != digest]
+
+
+def _verified(manifest: dict, verify: bool) -> dict:
+    changed = changed_files(manifest) if verify else []
+    if changed:
+        raise BundleError(f"refusing to load: {', '.join(changed)} differ(s) from edgeopt.json "
+                          "(use --no-verify to run it anyway)")
+    return manifest
 
 
 def _session(manifest: dict, threads: int):
@@ -39,12 +70,19 @@ def _input(manifest: dict, hwc: np.ndarray) -> np.ndarray:
     return to_tensor(hwc, spec["layout"], "uint8" if spec["dtype"] in ("uint8", "int8") else "float32")
 
 
-def detect(image_path: str, threads: int = 1, score: float | None = None) -> list[dict]:
+def _image(path: str, size: int):
+    try:
+        with Image.open(path) as im:
+            return letterbox_image(im, size)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read the image {path}: {exc}") from None
+
+
+def detect(image_path: str, threads: int = 1, score: float | None = None, verify: bool = True) -> list[dict]:
     """Detections for one image, in original-image pixels."""
-    manifest = _manifest()
+    manifest = _verified(_manifest(), verify)
+    hwc, lb = _image(image_path, manifest["input"]["size"])
     run = _session(manifest, threads)
-    with Image.open(image_path) as im:
-        hwc, lb = letterbox_image(im, manifest["input"]["size"])
     out = run(_input(manifest, hwc))[0]
     det = decode(out, manifest["input"]["size"], _decoder(manifest, score))
     boxes = lb.to_original(det.boxes)
@@ -53,15 +91,14 @@ def detect(image_path: str, threads: int = 1, score: float | None = None) -> lis
              "box": [round(float(v), 1) for v in b]} for b, s, c in zip(boxes, det.scores, det.classes)]
 
 
-def bench(threads: int, warmup: int, runs: int, image: str | None) -> dict:
+def bench(threads: int, warmup: int, runs: int, image: str | None, verify: bool = True) -> dict:
     """Latency over ``runs`` timed runs after ``warmup``, and the process's peak RSS."""
-    manifest = _manifest()
+    manifest = _verified(_manifest(), verify)
     rss_before = peak_rss_mb()
     run = _session(manifest, threads)
     size = manifest["input"]["size"]
     if image:
-        with Image.open(image) as im:
-            hwc, _ = letterbox_image(im, size)
+        hwc, _ = _image(image, size)
     else:
         hwc = np.full((size, size, 3), 114, np.uint8)
     x = _input(manifest, hwc)
@@ -79,13 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", action="store_true", help="measure latency and peak memory, print JSON")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--no-verify", action="store_true",
+                        help="run even if files differ from the sha256 recorded in edgeopt.json")
     args = parser.parse_args(argv)
-    if args.bench:
-        print(json.dumps(bench(args.threads, args.warmup, args.runs, args.image)))
-        return 0
-    if not args.image:
+    if not args.bench and not args.image:
         parser.error("give an image (or --bench)")
-    dets = detect(args.image, args.threads, args.score)
+    try:
+        if args.bench:
+            print(json.dumps(bench(args.threads, args.warmup, args.runs, args.image, not args.no_verify)))
+            return 0
+        dets = detect(args.image, args.threads, args.score, not args.no_verify)
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(dets))
     else:

@@ -22,7 +22,7 @@ from edgeopt.core.contracts import Stage
 from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.core.progress import progress_bar
 from edgeopt.data.dataset import DetectionDataset
-from edgeopt.errors import DataError
+from edgeopt.errors import DataError, DeviceError
 from edgeopt.eval.coco_map import coco_map
 from edgeopt.eval.predict import eval_decoder, predict
 from edgeopt.models.detector import Detector
@@ -42,6 +42,10 @@ def _map(infer: Callable[[np.ndarray], np.ndarray], validation: DetectionDataset
 def bench_artifact(bundle: Bundle, device: Any, cfg: BenchmarkConfig, validation: DetectionDataset | None,
                    out_dir: Path, progress: Progress = None) -> dict[str, Any]:
     """Latency/RSS via the bundle's runner on ``device``; mAP in-process through the same runner code."""
+    changed = device.verify(bundle.path)
+    if changed:
+        raise DeviceError(f"bundle {bundle.path} differs from its manifest on {device.name}: {', '.join(changed)}",
+                          hint="re-run to rebuild it; never benchmark a bundle that is not what was verified")
     record: dict[str, Any] = dict(device.bench(bundle.path, cfg.threads, cfg.warmup, cfg.runs))
     if cfg.map and validation is not None:
         manifest = bundle.manifest

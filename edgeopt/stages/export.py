@@ -22,7 +22,7 @@ from edgeopt.core.cache import stable_hash
 from edgeopt.core.capture import captured_output, log_tail
 from edgeopt.core.contracts import ExportResult, Stage, Target
 from edgeopt.core.fingerprint import code_fingerprint
-from edgeopt.core.manifest import Manifest, read_manifest, write_manifest
+from edgeopt.core.manifest import Manifest, read_manifest, verify_bundle, write_manifest
 from edgeopt.errors import ConfigError, ExportError
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
 from edgeopt.models.detector import OUTPUT_DESCRIPTIONS, Detector
@@ -153,14 +153,25 @@ class ExportStage(Stage):
             if skip:
                 ctx.records.append({**row, "status": "skipped", "reason": skip})
                 continue
+            key = self.key(ctx, item)
+            self._drop_if_changed(ctx, key)
             try:
                 with ctx.console.status(f"export: {item.target.name} {item.precision}"):
-                    path = ctx.cache.build(self.name, self.key(ctx, item), lambda d, i=item: self.run(ctx, i, d))
+                    path = ctx.cache.build(self.name, key, lambda d, i=item: self.run(ctx, i, d))
             except ExportError as exc:
                 ctx.records.append({**row, "status": "failed", "reason": str(exc)})
                 ctx.console.print(f"[red]export failed[/] {item.target.name} {item.precision}: {escape(str(exc))}")
                 continue
             self.load(ctx, item, path)
+
+    def _drop_if_changed(self, ctx: Any, key: str) -> None:
+        """A cached bundle whose files differ from its manifest is never reused: it is rebuilt."""
+        cached = ctx.cache.lookup(self.name, key)
+        changed = verify_bundle(cached) if cached is not None else []
+        if changed:
+            ctx.console.print(f"[yellow]cached bundle {cached} differs from its manifest ({', '.join(changed)}): "
+                              "rebuilding it[/]")
+            shutil.rmtree(cached)
 
     def run(self, ctx: Any, item: ExportItem, out: Path) -> None:
         lineage = {"config_hash": ctx.config_hash, "model": item.detector.source, "model_key": item.detector.key,

@@ -1,0 +1,75 @@
+"""The ship gate cannot be fooled: a bundle is shipped only if it passed and its files match its manifest; a
+changed cached bundle is rebuilt, a failing one withdrawn, and a bundle's run.py refuses changed files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeopt.config.load import load_config
+from edgeopt.core.manifest import verify_bundle
+from edgeopt.pipeline import run_pipeline
+from helpers import write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["calibrate", "quantize", "export"]
+ORT_FP32 = [{"name": "onnxruntime", "precisions": ["fp32"]}]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeopt.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ), timeout=900)
+
+
+@pytest.fixture
+def shipped(tmp_path):
+    """A run that shipped one ONNX Runtime fp32 bundle: (config path, result)."""
+    pytest.importorskip("onnxruntime")
+    cfg = write_config(tmp_path, stages=STAGES, targets=ORT_FP32)
+    result = run_pipeline(load_config(cfg))
+    assert [r["status"] for r in result.records] == ["passed"]
+    return cfg, result
+
+
+def test_changed_cached_bundle_is_rebuilt_not_reused(shipped):
+    cfg, result = shipped
+    cached = Path(result.records[0]["artifact"]).parents[1] / "cache" / "export" / result.records[0]["cache_key"]
+    (cached / "model.onnx").write_bytes(b"not the model that was verified")
+    again = run_pipeline(load_config(cfg))
+    assert any(m.startswith("export/") for m in again.cache_misses)  # rebuilt, not served from the cache
+    assert again.records[0]["status"] == "passed"
+    assert verify_bundle(cached) == [] and verify_bundle(Path(again.records[0]["artifact"])) == []
+
+
+def test_failing_gate_withdraws_the_bundle_and_exits_1(shipped):
+    cfg, result = shipped
+    artifact = Path(result.records[0]["artifact"])
+    assert artifact.is_dir()
+    proc = cli("run", str(cfg), "--set", "parity.min_cosine={fp32: 1.01}")  # no artifact can pass this
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "failed the gate" in proc.stderr
+    rows = json.loads((artifact.parents[1] / "results.json").read_text())["records"]
+    assert [(r["status"], r.get("artifact")) for r in rows] == [("failed", None)]
+    assert "cosine" in rows[0]["reason"]
+    assert not artifact.exists()  # the bundle shipped by the earlier run is no longer valid
+
+
+def test_verify_command_and_run_py_refuse_changed_files(shipped):
+    _, result = shipped
+    bundle = Path(result.records[0]["artifact"])
+    assert cli("verify", str(bundle)).returncode == 0
+    decoder = bundle / "edgeopt_bundle" / "decode.py"
+    decoder.write_text(decoder.read_text() + "\n# changed after verification\n")
+    proc = cli("verify", str(bundle))
+    assert proc.returncode == 1 and "edgeopt_bundle/decode.py" in proc.stderr
+    bench = [sys.executable, str(bundle / "run.py"), "--bench", "--runs", "50", "--warmup", "0"]
+    refused = subprocess.run(bench, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "refusing to load" in refused.stderr and "Traceback" not in refused.stderr
+    forced = subprocess.run(bench + ["--no-verify"], capture_output=True, text=True, timeout=300)
+    assert forced.returncode == 0 and json.loads(forced.stdout)["runs"] == 50
+    assert cli("verify", str(bundle.parent)).returncode == 2  # not a bundle: a clear error
