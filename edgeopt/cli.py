@@ -6,6 +6,7 @@ mistakes (``EdgeoptError``) are printed in a line or two without a traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from pathlib import Path
@@ -32,11 +33,13 @@ def data_synth(
     out: Annotated[Path, typer.Option(help="Output directory (YOLO layout + data.yaml).")],
     train: Annotated[int, typer.Option(help="Number of training images.")] = 4000,
     val: Annotated[int, typer.Option(help="Number of validation images.")] = 500,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives a byte-identical dataset.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed; the same seed gives a byte-identical dataset.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (does not change the output).")] = 2,
     difficulty: Annotated[str, typer.Option(help="hard (clutter, small objects, degradations) or easy (1-4 large "
                                                  "objects on a plain background, for models trained in minutes).")]
     = "hard",
+    force: Annotated[bool, typer.Option("--force", help="Write into a non-empty OUT (files may be replaced).")]
+    = False,
 ) -> None:
     """Generate the synthetic detection dataset (6 shape classes, clutter, occlusion, blur, JPEG)."""
     from edgeopt.data.synthetic import DIFFICULTIES, generate
@@ -45,6 +48,9 @@ def data_synth(
         raise ConfigError(f"--train and --val must be >= 0 and not both 0 (got {train}, {val})")
     if difficulty not in DIFFICULTIES:
         raise ConfigError(f"--difficulty must be one of {list(DIFFICULTIES)}, got {difficulty!r}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise ConfigError(f"{out} exists and is not empty; a dataset there would be overwritten",
+                          hint="choose another --out, or pass --force")
     path = generate(out, train, val, seed=seed, workers=workers, progress=True, difficulty=difficulty)
     console.print(f"wrote {train} train + {val} val images; dataset file: {path}")
 
@@ -79,7 +85,7 @@ def eval_cmd(
     model: Annotated[str, typer.Option(help="'reference' (the embedded weights) or a weights file.")] = "reference",
     split: Annotated[str, typer.Option(help="Dataset split for YOLO datasets.")] = "val",
     images: Annotated[Path | None, typer.Option(help="Image directory for a COCO json.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate the first N images only.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N images only.")] = None,
     backend: Annotated[str, typer.Option(help="faster (faster-coco-eval) or pycocotools.")] = "faster",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON here.")] = None,
 ) -> None:
@@ -120,7 +126,10 @@ def validate_cmd(
     """Check a config without running it."""
     from edgeopt.config.load import load_config
 
+    from edgeopt.devices import load_device
+
     cfg = load_config(config, set_ or [])
+    load_device(cfg.device)  # a missing or unsupported device profile fails here, as it would in `run`
     targets = ", ".join(f"{t.name} ({'/'.join(t.precisions)})" for t in cfg.targets)
     console.print(f"{config}: valid; stages {' -> '.join(cfg.stages)}; targets {targets}")
 
@@ -164,7 +173,11 @@ def run_cmd(
 
     overrides = list(set_ or []) + ([f"output={out}"] if out else [])
     cfg = load_config(config, overrides)
-    result = run_pipeline(cfg, use_cache=not no_cache, console=err_console)
+    try:
+        result = run_pipeline(cfg, use_cache=not no_cache, console=err_console)
+    except KeyboardInterrupt:  # typer would turn it into a silent exit 130
+        err_console.print("interrupted; finished stages are cached and the next run resumes from them")
+        raise typer.Exit(130) from None
     console.print(results_table(result.records, f"edgeopt run '{cfg.name}' on {result.run_info['device']['name']}"
                                 f" ({result.run_info['threads']} thread(s))"))
     console.print(f"results: {result.output / 'results.json'}  report: {result.output / 'report.md'}  "
@@ -187,6 +200,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished stages are cached and the next run resumes from them")
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES):
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        err_console.print(f"[bold red]error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", highlight=False)
+        err_console.print("  hint: free space or choose a writable --out; partial files were removed and finished "
+                          "stages are cached", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

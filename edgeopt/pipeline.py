@@ -21,6 +21,7 @@ from edgeopt.core.version import VERSION
 from edgeopt.config.schema import PipelineConfig
 from edgeopt.core.cache import Cache, copy_tree_atomic, stable_hash
 from edgeopt.core.contracts import Stage
+from edgeopt.core.lock import run_lock
 from edgeopt.core.manifest import verify_bundle
 from edgeopt.core.registry import STAGES, TARGETS
 from edgeopt.data.open import open_dataset
@@ -52,8 +53,17 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     stages: list[Stage] = [STAGES.create(name) for name in config.stages]
     ctx = preflight(config, stages, Cache(config.output_dir / "cache", enabled=use_cache),
                     console or Console(stderr=True))
-    for stage in stages:
-        stage.execute(ctx)
+    with run_lock(config.output_dir):
+        ctx.cache.clean_partial()
+        for stage in stages:
+            stage.execute(ctx)
+        return _finish(ctx)
+
+
+def _finish(ctx: RunContext) -> RunResult:
+    """Rows for the reference, the skipped and failed exports and every bundle (shipping those that pass);
+    results files."""
+    config = ctx.config
     records = [*_reference_rows(ctx), *ctx.records, *(_bundle_row(ctx, b) for b in ctx.bundles)]
     run_info = {"name": config.name, "config_hash": ctx.config_hash, "device": ctx.device_info,
                 "versions": ctx.versions, "threads": config.benchmark.threads, "stages": config.stages,
@@ -77,7 +87,6 @@ def preflight(config: PipelineConfig, stages: list[Stage], cache: Cache, console
     for stage in stages:
         stage.check(ctx)
     _check_output_dir(config.output_dir)
-    cache.clean_partial()
     return ctx
 
 

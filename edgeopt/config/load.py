@@ -90,11 +90,13 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
         node: Any = data
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             if isinstance(node, list):
                 node = node[_index(part, node, key)]
-            else:
+            elif isinstance(node, dict):
                 node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"--set {key}: '{'.'.join(parts[:i])}' is a value, not a section")
         last = parts[-1]
         if isinstance(node, list):
             node[_index(last, node, key)] = _parse_value(value)

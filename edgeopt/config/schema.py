@@ -66,7 +66,7 @@ class DatasetConfig(Strict):
     path: str = Field(description="Dataset path, or 'synthetic' for the generated reference dataset")
     split: str = Field("val", description="Split of a YOLO dataset")
     images: int | None = Field(None, ge=1, description="Use only the first N images")
-    seed: int = Field(1000, description="Seed of a synthetic dataset (differs from the training seed 0)")
+    seed: int = Field(1000, ge=0, description="Seed of a synthetic dataset (differs from the training seed 0)")
     images_dir: str | None = Field(None, description="Image directory for a COCO json")
 
 
@@ -94,6 +94,16 @@ class QuantizeConfig(Strict):
     keep_float: list[str] = Field(default_factory=list, description=(
         "Extra regexes (re.search) over each runtime's own names to keep in float (ONNX node names, tensor or "
         "layer names: see README)"))
+
+    @field_validator("keep_float")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression ({exc})") from None
+        return v
 
 
 class RecoveryConfig(Strict):

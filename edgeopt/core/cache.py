@@ -84,10 +84,16 @@ class Cache:
         self.misses: list[str] = []
 
     def clean_partial(self) -> int:
-        """Delete temporary directories left by an interrupted run; returns how many."""
+        """Delete temporary directories left by interrupted runs (only those whose process is gone: another
+        process may be writing its own); returns how many."""
+        from edgeopt.core.lock import pid_alive
+
         removed = 0
         if self.root.is_dir():
             for tmp in self.root.glob("*/.*.tmp-*"):
+                pid = tmp.name.rpartition("-")[2]
+                if pid.isdigit() and pid_alive(int(pid)):
+                    continue
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         return removed

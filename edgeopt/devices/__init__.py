@@ -25,7 +25,12 @@ def load_device(spec: str, search: Path = Path("devices")) -> Device:
             return DEVICES.create("local")
         known = ["local"] + sorted(p.stem for p in search.glob("*.yaml")) if search.is_dir() else ["local"]
         raise ConfigError(f"device profile not found: {spec}", hint=did_you_mean(spec, known) or f"devices: {', '.join(known)}")
-    profile = yaml.safe_load(path.read_text()) or {}
+    try:
+        profile = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"device profile {path} is not readable YAML: {exc}") from None
+    if not isinstance(profile, dict):
+        raise ConfigError(f"device profile {path} must be a mapping of keys (found {type(profile).__name__})")
     kind = profile.get("kind", "local")
     if kind not in DEVICES:
         raise ConfigError(f"device {path}: unknown kind '{kind}'",
