@@ -85,3 +85,38 @@ def test_a_run_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path,
     assert proc.returncode == 0, proc.stderr
     assert live_tmp.is_dir(), "another process's temporary was deleted"
     assert not dead_tmp.exists() and not (run_dir / ".edgeopt.lock").exists()
+
+
+def _dataset_with_names(tmp_path: Path, names: str) -> Path:
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "data.yaml").write_text(f"val: images/val\nnames: {names}\n")
+    return tmp_path / "data.yaml"
+
+
+def test_bad_dataset_and_checkpoint_files_are_named(tmp_path):
+    import json
+
+    import torch
+
+    clean_failure(cli("eval", "--data", str(_dataset_with_names(tmp_path / "a", "5"))), "'names' in data.yaml", 1)
+    (tmp_path / "c.json").write_text(json.dumps({"images": "x.jpg", "annotations": [], "categories": []}))
+    clean_failure(cli("eval", "--data", str(tmp_path / "c.json")), "no 'images' list", 1)
+    data = str(_dataset_with_names(tmp_path / "b", "[a]"))
+    (tmp_path / "random.pt").write_bytes(os.urandom(4096))
+    clean_failure(cli("eval", "--data", data, "--model", str(tmp_path / "random.pt")), "not a readable PyTorch", 1)
+    torch.save({"format": "edgeopt.reference/1", "config": {"bogus": 1}, "state_dict": {}}, tmp_path / "h.pt")
+    clean_failure(cli("eval", "--data", data, "--model", str(tmp_path / "h.pt")), "architecture config", 1)
+    torch.save({"format": "edgeopt.reference/1", "config": {}}, tmp_path / "n.pt")
+    clean_failure(cli("eval", "--data", data, "--model", str(tmp_path / "n.pt")), "holds no state_dict", 1)
+
+
+@pytest.mark.parametrize("body, needle", [("def build(:\n", "SyntaxError"), ("raise RuntimeError('boom')\n", "boom")])
+def test_a_factory_module_that_fails_to_import_is_named(tmp_path, body, needle):
+    (tmp_path / "brokenpkg.py").write_text(body)
+    cfg = _edited(tmp_path, model={"source": "brokenpkg:build", "trust_code": True})
+    env_cwd = tmp_path  # the module is importable from the working directory
+    proc = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, '.'); "
+                           "from edgeopt.cli import main; sys.argv = ['edgeopt', 'run', sys.argv[1]]; main()",
+                           str(cfg)], capture_output=True, text=True, cwd=env_cwd, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    clean_failure(proc, needle, 1)

@@ -32,7 +32,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path | None = None) -> 
     except json.JSONDecodeError as exc:
         raise DataError(f"{annotations} is not valid JSON: {exc}") from None
     for key in ("images", "annotations", "categories"):
-        if key not in coco:
+        if not isinstance(coco, dict) or not isinstance(coco.get(key), list):
             raise DataError(f"{annotations} has no '{key}' list (not a COCO instances file)")
     root = Path(images_dir) if images_dir else annotations.parent
     cats = sorted(coco["categories"], key=lambda c: c["id"])

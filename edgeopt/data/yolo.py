@@ -32,9 +32,12 @@ def read_data_yaml(path: Path) -> dict:
 def class_names_of(data: dict) -> list[str]:
     """Class names from a data.yaml ``names`` entry, given as a list or as an ``{id: name}`` mapping."""
     names = data["names"]
-    if isinstance(names, dict):
+    if isinstance(names, dict) and all(isinstance(k, int) for k in names):
         return [str(names[k]) for k in sorted(names)]
-    return [str(n) for n in names]
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise DataError(f"'names' in data.yaml must be a list or an {{id: name}} mapping, found {names!r}",
+                    hint="e.g. names: [cat, dog]")
 
 
 def _image_files(entry: str | list, root: Path) -> list[Path]:

@@ -29,8 +29,9 @@ def load_checkpoint_dict(path: str | Path) -> dict:
             raise ModelError(f"{path} needs arbitrary code to load (a full pickle), refused. {culprit}",
                              hint="edgeopt loads plain state_dicts; re-save the weights as a state_dict") from None
         raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?)") from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # zip, pickle and tensor errors come in many types; all mean the same to the user
+        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {detail}") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path} does not hold a dict (found {type(data).__name__})")
     return data
@@ -102,10 +103,15 @@ def load_pruned(path: str | Path, base: nn.Module, normalize: Callable[[nn.Modul
 
 def load_into(model: nn.Module, data: dict, path: str | Path) -> nn.Module:
     """Resize ``model`` to the checkpoint's channel spec (a pruned model), then load its weights (eval mode)."""
-    if data.get("channels"):
-        apply_channel_spec(model, data["channels"])
+    if not isinstance(data.get("state_dict"), dict):
+        raise ModelError(f"{path} holds no state_dict", hint="save the weights with their state_dict")
     try:
+        if data.get("channels"):
+            apply_channel_spec(model, data["channels"])
         model.load_state_dict(data["state_dict"])
-    except RuntimeError as exc:
-        raise ModelError(f"{path}: weights do not match the architecture: {str(exc).splitlines()[0]}") from None
+    except ModelError:
+        raise
+    except Exception as exc:  # a channel spec or state_dict that does not fit this architecture
+        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise ModelError(f"{path}: weights do not match the architecture: {detail}") from None
     return model.eval()

@@ -30,6 +30,10 @@ def resolve(spec: str, what: str) -> Callable[..., Any]:
     except ImportError as exc:
         raise ConfigError(f"{what} {spec!r}: cannot import module {module_name!r} ({exc})",
                           hint="the package must be importable (installed, or on PYTHONPATH)") from None
+    except Exception as exc:  # the user's module itself fails: a SyntaxError, or an error at import time
+        where = f" ({exc.filename}:{exc.lineno})" if isinstance(exc, SyntaxError) else ""
+        raise ModelError(f"{what} {spec!r}: importing {module_name!r} raised {exc.__class__.__name__}: "
+                         f"{exc}{where}") from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(f"{what} {spec!r}: module {module_name!r} has no callable {attr!r}")

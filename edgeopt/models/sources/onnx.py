@@ -55,9 +55,12 @@ def _names(model, cfg: Any, fallback: list[str] | None) -> list[str]:
     if "names" in meta:  # some exporters store {id: name} as a Python literal
         try:
             names = ast.literal_eval(meta["names"])
-            return [str(names[i]) for i in sorted(names)] if isinstance(names, dict) else [str(n) for n in names]
-        except (ValueError, SyntaxError):
-            pass
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            names = None
+        if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+            return [str(names[i]) for i in sorted(names)]
+        if isinstance(names, (list, tuple)):
+            return [str(n) for n in names]
     if fallback:
         return list(fallback)
     raise ConfigError("the ONNX model carries no class names", hint="set model.class_names")

@@ -29,6 +29,11 @@ def load_detector(path: str | Path | None = None) -> ReferenceDetector:
     if data.get("format") != FORMAT:
         raise ModelError(f"{path} is not an edgeopt reference-detector file (format {data.get('format')!r}, "
                          f"expected {FORMAT!r})")
-    return load_into(ReferenceDetector(ReferenceConfig.from_dict(data["config"])), data, path)
+    try:
+        model = ReferenceDetector(ReferenceConfig.from_dict(data["config"]))
+    except Exception as exc:  # a missing or malformed architecture header
+        raise ModelError(f"{path}: the architecture config is missing or invalid "
+                         f"({exc.__class__.__name__}: {exc})") from None
+    return load_into(model, data, path)
 
 
