@@ -116,6 +116,8 @@ def _index(part: str, node: list, key: str) -> int:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     """Read, override and validate a pipeline config; every problem is a ``ConfigError``."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a config file", hint="give the YAML file inside it")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

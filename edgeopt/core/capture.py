@@ -11,15 +11,16 @@ from pathlib import Path
 
 
 @contextmanager
-def captured_output() -> Iterator[Path]:
-    """Send the process's stdout/stderr (file descriptors 1 and 2, so C++ logs too) to a temporary file.
+def captured_output(directory: Path | None = None) -> Iterator[Path]:
+    """Send the process's stdout/stderr (file descriptors 1 and 2, so C++ logs too) to a temporary file (in
+    ``directory`` if given, so whoever cleans that directory cleans the log too).
 
     Converters print progress and advice that would bury edgeopt's own output; the file's path is yielded so
     a failure can quote its tail.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as log:
+    with tempfile.NamedTemporaryFile("w+", prefix=".converter-", suffix=".log", delete=False, dir=directory) as log:
         saved = os.dup(1), os.dup(2)
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)

@@ -25,8 +25,8 @@ def load_checkpoint_dict(path: str | Path) -> dict:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "Unsupported global" in text or "GLOBAL" in text:  # a real pickle that references code
-            culprit = next((line.strip() for line in text.splitlines() if "Unsupported global" in line), "")
-            raise ModelError(f"{path} needs arbitrary code to load (a full pickle), refused. {culprit}",
+            raise ModelError(f"{path} needs arbitrary code to load (a full pickle, referencing "
+                             f"{', '.join(_unsafe_globals(path)) or 'unknown globals'}), refused",
                              hint="edgeopt loads plain state_dicts; re-save the weights as a state_dict") from None
         raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?)") from None
     except Exception as exc:  # zip, pickle and tensor errors come in many types; all mean the same to the user
@@ -35,6 +35,14 @@ def load_checkpoint_dict(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ModelError(f"{path} does not hold a dict (found {type(data).__name__})")
     return data
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The classes and functions a checkpoint's pickle references, read without unpickling it."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))[:5]
+    except Exception:  # a legacy or damaged file: the names are not readable
+        return []
 
 
 def channel_spec(model: nn.Module) -> dict[str, list[int]]:

@@ -41,7 +41,7 @@ def write_bundle_code(target: Target, out_dir: Path) -> None:
 def _export_model(target: Target, detector: Detector, precision: str, plan: Any, calib: Any, out_dir: Path,
                   options: Any) -> ExportResult:
     """The target's export with the converters' chatter captured (quoted only when they fail)."""
-    with captured_output() as log:
+    with captured_output(out_dir) as log:  # inside the cache entry: a killed run's log goes with its temporary
         try:
             return target.export(detector, precision, plan, calib, out_dir, options)
         except ExportError as exc:

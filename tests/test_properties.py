@@ -1,0 +1,104 @@
+"""Property tests: whatever a user writes in a config or a label file, edgeopt answers with a clear error or a
+result, never a traceback."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgeopt.data.yolo import read_yolo
+from edgeopt.errors import DataError
+
+BASE = {
+    "version": 1, "name": "prop", "output": "runs/prop", "stages": ["calibrate", "quantize", "export"],
+    "model": {"source": "reference", "input_size": 320},
+    "data": {"calibration": {"path": "synthetic", "split": "train", "images": 4},
+             "validation": {"path": "synthetic", "split": "val", "images": 4}},
+    "targets": [{"name": "onnxruntime", "precisions": ["fp32", "int8"]}],
+}
+PATHS = [("version",), ("stages",), ("model", "source"), ("model", "input_size"), ("model", "trust_code"),
+         ("model", "decoder"), ("data", "calibration", "seed"), ("data", "validation", "images"),
+         ("quantize", "method"), ("quantize", "keep_float"), ("prune", "ratio"), ("targets",),
+         ("targets", 0, "options"), ("targets", 0, "precisions"), ("targets", 0, "name"), ("device",),
+         ("parity", "min_cosine"), ("parity", "max_abs"), ("benchmark", "runs"), ("benchmark", "threads"),
+         ("modle",), ("targets", 0, "options", "calibraton")]
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)
+    | st.text(max_size=12) | st.sampled_from(["fp32", "int9", "ncnn", "os:system", "(", "local", "synthetic"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6)
+
+
+def _set(data: dict, path: tuple, value: object) -> None:
+    node = data
+    for part in path[:-1]:
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node) or not isinstance(node[part], dict):
+                return
+            node = node[part]
+        elif isinstance(node, dict):
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, (dict, list)):
+                return
+            node = nxt
+    if isinstance(node, dict):
+        node[path[-1]] = value
+
+
+def _cli_exit(args: list[str]) -> int:
+    """Run the CLI in-process as its entry point does; any exception other than a clean exit escapes."""
+    from edgeopt.cli import main
+
+    argv = sys.argv
+    sys.argv = ["edgeopt", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    return 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.lists(st.tuples(st.sampled_from(PATHS), VALUES), max_size=3))
+def test_validate_never_tracebacks(tmp_path, changes):
+    data = copy.deepcopy(BASE)
+    for path, value in changes:
+        _set(data, path, value)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    assert _cli_exit(["validate", str(cfg)]) in (0, 1, 2)
+    assert not (tmp_path / "pwned").exists()
+
+
+LINE = st.lists(st.one_of(st.integers(-3, 9).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                          st.text(alphabet="0123456789.-eE+naif ", max_size=6)), max_size=7).map(" ".join)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(LINE, max_size=4))
+def test_label_files_are_read_or_refused_with_file_and_line(tmp_path, lines):
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    (root / "images" / "val").mkdir(parents=True, exist_ok=True)
+    (root / "labels" / "val").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 24)).save(root / "images" / "val" / "x.png")
+    (root / "labels" / "val" / "x.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("val: images/val\nnames: [a, b, c]\n")
+    try:
+        ds = read_yolo(root / "data.yaml", "val")
+    except DataError as exc:
+        assert "x.txt:" in str(exc)
+        return
+    boxes = ds.samples[0].boxes
+    assert all(math.isfinite(v) for v in boxes.ravel())
+    assert ((boxes[:, 0] >= 0) & (boxes[:, 2] <= 32) & (boxes[:, 1] >= 0) & (boxes[:, 3] <= 24)).all()
