@@ -73,3 +73,41 @@ def test_verify_command_and_run_py_refuse_changed_files(shipped):
     forced = subprocess.run(bench + ["--no-verify"], capture_output=True, text=True, timeout=300)
     assert forced.returncode == 0 and json.loads(forced.stdout)["runs"] == 50
     assert cli("verify", str(bundle.parent)).returncode == 2  # not a bundle: a clear error
+
+
+def test_run_py_bad_inputs_are_one_line_errors(shipped, tmp_path):
+    _, result = shipped
+    bundle = Path(result.records[0]["artifact"])
+    (tmp_path / "notes.jpg").write_text("not an image")
+    for image in (tmp_path / "notes.jpg", tmp_path / "missing.jpg"):
+        proc = subprocess.run([sys.executable, str(bundle / "run.py"), str(image)], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 2 and "cannot read the image" in proc.stderr and "Traceback" not in proc.stderr
+    (bundle / "edgeopt.json").unlink()
+    proc = subprocess.run([sys.executable, str(bundle / "run.py"), "--bench"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "edgeopt.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_disk_full_while_shipping_is_a_clear_error_and_leaves_no_partial_copy(shipped, monkeypatch, capsys):
+    import errno
+    import shutil
+
+    from edgeopt.cli import main
+
+    cfg, result = shipped
+    artifacts = Path(result.records[0]["artifact"]).parent
+
+    def full(src, dst, **kwargs):
+        Path(dst).mkdir(parents=True)
+        (Path(dst) / "half-written").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copytree", full)
+    monkeypatch.setattr(sys, "argv", ["edgeopt", "run", str(cfg)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert not [p for p in artifacts.iterdir() if ".tmp-" in p.name]  # the partial copy was removed

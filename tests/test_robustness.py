@@ -120,3 +120,14 @@ def test_a_factory_module_that_fails_to_import_is_named(tmp_path, body, needle):
                            str(cfg)], capture_output=True, text=True, cwd=env_cwd, timeout=600,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
     clean_failure(proc, needle, 1)
+
+
+def test_full_pickle_refusal_names_the_globals_and_a_directory_is_not_a_config(tmp_path):
+    import collections
+
+    import torch
+
+    torch.save({"state": collections.OrderedDict(a=1), "fn": os.getcwd}, tmp_path / "code.pt")
+    data = str(_dataset_with_names(tmp_path / "d", "[a]"))
+    clean_failure(cli("eval", "--data", data, "--model", str(tmp_path / "code.pt")), "posix.getcwd", 1)
+    clean_failure(cli("validate", str(tmp_path)), "is a directory")
