@@ -98,12 +98,14 @@ def _read_inputs(config: PipelineConfig, targets: dict, device: Any, cache: Cach
     detector = load_model(config.model, named.class_names if named is not None else None)
     check_reference(detector)
     recovery = config.prune.recovery.data
+    recovery_set = open_dataset(recovery) if "prune" in config.stages and recovery else None
+    data_key = stable_hash(config.data.model_dump(),
+                           *(d.fingerprint() if d is not None else None for d in (calibration, validation, recovery_set)))
     return RunContext(config=config, cache=cache, console=console, targets=targets, device=device,
                       device_info=device.describe(), versions=_versions(targets),
                       config_hash=stable_hash(config.model_dump(), length=12),
-                      data_key=stable_hash(config.data.model_dump()), detector=detector, original=detector,
-                      calibration_set=calibration, validation=validation,
-                      recovery_set=open_dataset(recovery) if "prune" in config.stages and recovery else None)
+                      data_key=data_key, detector=detector, original=detector,
+                      calibration_set=calibration, validation=validation, recovery_set=recovery_set)
 
 
 def _versions(targets: dict) -> dict[str, str]:

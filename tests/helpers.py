@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def write_config(tmp_path: Path, **changes) -> Path:
     """A small but real pipeline config (reference detector, synthetic data) with top-level changes."""
@@ -40,8 +42,11 @@ def fake_ultralytics_checkpoint(path: Path, model_class: str, monkeypatch) -> No
     module = types.ModuleType("ultralytics.nn.tasks")
     cls = type(model_class, (), {"__module__": "ultralytics.nn.tasks"})
     setattr(module, model_class, cls)
+    local = pytest.MonkeyPatch()  # its own: undoing it must not undo the caller's settings (the data cache)
     for name in ("ultralytics", "ultralytics.nn"):
-        monkeypatch.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "ultralytics.nn.tasks", module)
-    torch.save({"model": cls(), "train_args": {"imgsz": 320}}, path)
-    monkeypatch.undo()
+        local.setitem(sys.modules, name, sys.modules.get(name) or types.ModuleType(name))
+    local.setitem(sys.modules, "ultralytics.nn.tasks", module)
+    try:
+        torch.save({"model": cls(), "train_args": {"imgsz": 320}}, path)
+    finally:
+        local.undo()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,20 @@ class DetectionDataset:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def fingerprint(self) -> str:
+        """A hash of what the dataset holds: every image's path, size in bytes and modification time, and the
+        ground truth in full (boxes, classes, names), so an edited image or label changes it."""
+        h = hashlib.sha256(json.dumps([self.class_names, self.labelled]).encode())
+        for s in self.samples:
+            try:
+                stat = s.image.stat()
+                h.update(f"{s.image}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+            except OSError:
+                h.update(f"{s.image}\0missing\0".encode())
+            h.update(np.ascontiguousarray(s.boxes, np.float32).tobytes())
+            h.update(np.ascontiguousarray(s.classes, np.int64).tobytes())
+        return h.hexdigest()[:16]
 
     def subset(self, n: int | None) -> DetectionDataset:
         """The first ``n`` samples (all if ``n`` is None)."""
