@@ -94,6 +94,7 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: Any, size: int, train_s
     for epoch in range(rc.epochs):
         student.train()
         order = rng.permutation(len(images))
+        losses = []
         for step in range(steps):
             for g in optimizer.param_groups:
                 g["lr"] = _lr(rc.lr, it, warmup, total)
@@ -105,9 +106,11 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: Any, size: int, train_s
             torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
             optimizer.step()
             ema.update(student)
+            losses.append(float(loss.detach()))
             it += 1
         metrics = evaluate(ema.ema)
-        history.append({"epoch": epoch + 1, "map50_95": metrics["map50_95"], "seconds": round(time.time() - start, 1)})
+        history.append({"epoch": epoch + 1, "map50_95": metrics["map50_95"], "loss": float(np.mean(losses)),
+                        "seconds": round(time.time() - start, 1)})
         log(f"recovery ({mode}) epoch {epoch + 1}/{rc.epochs}: mAP50-95 {metrics['map50_95']:.4f}")
         if metrics["map50_95"] > best_map:
             best_map, best_state = metrics["map50_95"], copy.deepcopy(ema.ema.state_dict())

@@ -40,3 +40,23 @@ def test_perfect_detections_score_one(synth_dataset):
     ds = read_yolo(synth_dataset, "val")
     dets = [Detections(s.boxes, np.ones(len(s.boxes), np.float32), s.classes) for s in ds.samples]
     assert coco_map(ds, dets)["map50_95"] == pytest.approx(1.0)
+
+
+def test_map_matches_a_hand_computed_case(tmp_path):
+    """Two images, one box each. Detections ranked 0.9 (hit), 0.8 (miss), 0.7 (hit): precision 1, 1/2, 2/3 at
+    recall 1/2, 1/2, 1. COCO interpolates precision as the best at any higher recall and averages 101 recall
+    points: 51 points (recall 0..0.50) at 1 and 50 (0.51..1) at 2/3, so AP = (51 + 50 * 2/3) / 101 at every IoU
+    threshold (the hits are exact)."""
+    from edgeopt.data.dataset import DetectionDataset, Sample
+
+    box = np.array([[10, 10, 50, 50]], np.float32)
+    ds = DetectionDataset([Sample(tmp_path / f"{i}.jpg", 100, 100, box.copy(), np.array([0])) for i in range(2)],
+                          ["thing"])
+    dets = [Detections(box.copy(), np.array([0.9], np.float32), np.array([0])),
+            Detections(np.array([[60, 60, 90, 90], [10, 10, 50, 50]], np.float32), np.array([0.8, 0.7], np.float32),
+                       np.array([0, 0]))]
+    expected = (51 + 50 * 2 / 3) / 101
+    for backend in ("faster", "pycocotools"):
+        metrics = coco_map(ds, dets, backend=backend)
+        assert metrics["map50_95"] == pytest.approx(expected, abs=1e-6)
+        assert metrics["map50"] == pytest.approx(expected, abs=1e-6)

@@ -145,3 +145,55 @@ def test_taylor_importance_and_distillation_recovery(synth_dataset):
     student, info = recover(student, teacher, cfg, 64, train, lambda m: calls.append(1) or {"map50_95": 0.0},
                             lambda msg: None)
     assert info["mode"] == "distill" and info["epochs"] == 1 and len(calls) == 2
+
+
+def _snapshots(scores):
+    """An evaluation stub scoring successive calls with ``scores`` and keeping a copy of each model it saw."""
+    seen = []
+
+    def evaluate(model):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {"map50_95": scores[len(seen) - 1], "map50": 0.0}
+
+    return evaluate, seen
+
+
+def test_recovery_keeps_the_best_epoch_and_training_moves_the_weights(synth_dataset):
+    """Distillation changes the weights and lowers the loss; the epoch that scored best is the one returned."""
+    import numpy as np
+
+    from edgeopt.data.yolo import read_yolo
+
+    teacher = _tiny_reference()
+    student = prune_once(teacher, PruneConfig(ratio=0.3), 0.3, 8, 64, None)
+    train = read_yolo(synth_dataset, "train")
+    train.labelled = False
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    evaluate, seen = _snapshots([0.0, 0.2, 0.5, 0.1])  # the initial model, then epochs 1, 2, 3
+    cfg = PruneConfig(recovery=RecoveryConfig(mode="distill", epochs=3, batch=4, lr=3e-3))
+    student, info = recover(student, teacher, cfg, 64, train, evaluate, lambda msg: None)
+    assert info["mode"] == "distill" and info["epochs"] == 3 and info["best_map50_95"] == 0.5
+    final = student.state_dict()
+    assert all(torch.equal(final[k], seen[2][k]) for k in final)  # epoch 2's weights, not the last epoch's
+    assert any(not torch.equal(final[k], before[k]) for k in final if final[k].is_floating_point())
+    losses = [h["loss"] for h in info["history"][1:]]
+    assert losses[-1] < losses[0], losses  # the distillation loss falls epoch after epoch
+
+
+def test_finetune_recovery_uses_the_families_loss_with_labels(synth_dataset):
+    """With labels and a family that has a training loss (the reference), recovery fine-tunes on it."""
+    from edgeopt.data.yolo import read_yolo
+    from edgeopt.models.sources.reference.source import TRAINING
+
+    teacher = _tiny_reference()
+    student = prune_once(teacher, PruneConfig(ratio=0.3), 0.3, 8, 64, None)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    evaluate, _ = _snapshots([0.0, 0.3])
+    cfg = PruneConfig(recovery=RecoveryConfig(mode="auto", epochs=1, batch=8))
+    student, info = recover(student, teacher, cfg, 64, read_yolo(synth_dataset, "train"), evaluate,
+                            lambda msg: None, TRAINING)
+    assert info["mode"] == "finetune" and info["best_map50_95"] == 0.3
+    assert any(not torch.equal(v, before[k]) for k, v in student.state_dict().items() if v.is_floating_point())
+    with pytest.raises(Exception, match="needs a detector with a training loss"):
+        recover(student, teacher, PruneConfig(recovery=RecoveryConfig(mode="finetune", epochs=1)), 64,
+                read_yolo(synth_dataset, "train"), evaluate, lambda msg: None, None)
