@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 PACKAGE_NAME = "edgeopt_bundle"  # the package's name inside a bundle
-MODULES = ("letterbox", "decode", "bench", "main")  # what is copied, besides run.py and the runner
+MODULES = ("letterbox", "decode", "bench", "integrity", "main")  # what is copied, besides run.py and the runner
 
 
 def source_files() -> dict[str, Path]:

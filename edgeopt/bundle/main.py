@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from PIL import Image
 
 from .bench import latency_stats, peak_rss_mb, time_calls
 from .decode import DecoderConfig, decode
+from .integrity import changed_files
 from .letterbox import letterbox_image, to_tensor
 
 HERE = Path(__file__).resolve().parent.parent  # the bundle directory (this file is edgeopt_bundle/main.py there)
@@ -29,22 +29,8 @@ def _manifest() -> dict:
         raise BundleError(f"cannot read {HERE / 'edgeopt.json'}: {exc}") from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def changed_files(manifest: dict) -> list[str]:
-    """Files of the bundle that are missing or whose sha256 differs from ``edgeopt.json``."""
-    return [name for name, digest in manifest.get("files", {}).items()
-            if not (HERE / name).is_file() or _sha256(HERE / name) != digest]
-
-
 def _verified(manifest: dict, verify: bool) -> dict:
-    changed = changed_files(manifest) if verify else []
+    changed = changed_files(HERE, manifest.get("files", {})) if verify else []
     if changed:
         raise BundleError(f"refusing to load: {', '.join(changed)} differ(s) from edgeopt.json "
                           "(use --no-verify to run it anyway)")

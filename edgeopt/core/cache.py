@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgeopt.bundle.integrity import file_sha256  # noqa: F401  (one implementation, re-exported)
+
 DONE = "_done"
 
 
@@ -23,15 +25,6 @@ def stable_hash(*parts: Any, length: int = 16) -> str:
     """A short sha256 of JSON-serialisable parts (dict keys sorted, so order of keys does not matter)."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _temporary(path: Path) -> Path:

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeopt.core.cache import DONE, atomic_write, file_sha256
+from edgeopt.bundle.integrity import changed_files, file_sha256
+from edgeopt.core.cache import DONE, atomic_write
 
 FORMAT = "edgeopt.bundle/1"
 MANIFEST = "edgeopt.json"
@@ -59,7 +60,4 @@ def read_manifest(bundle: Path) -> Manifest:
 
 def verify_bundle(bundle: Path) -> list[str]:
     """Files whose sha256 does not match the manifest (empty when the bundle is intact)."""
-    bundle = Path(bundle)
-    manifest = read_manifest(bundle)
-    return [name for name, digest in manifest.files.items()
-            if not (bundle / name).is_file() or file_sha256(bundle / name) != digest]
+    return changed_files(Path(bundle), read_manifest(bundle).files)

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "edgeopt"
 
 # files that shape a bundle or its verdict without belonging to any one target
 SHARED = ["targets/graph.py", "targets/onnx_export.py", "eval/parity.py", "bundle/decode.py", "bundle/letterbox.py",
-          "bundle/main.py", "bundle/run.py", "stages/export.py", "core/manifest.py", "models/detector.py"]
+          "bundle/main.py", "bundle/run.py", "bundle/integrity.py", "stages/export.py", "core/manifest.py", "models/detector.py"]
 
 
 @pytest.fixture
