@@ -54,6 +54,12 @@ class DeviceError(EdgeoptError):
     """A device cannot be reached or cannot run an artifact."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message for a one-line error (its class name when it has none)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else exc.__class__.__name__
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """Return a "did you mean ...?" hint for ``name`` among ``choices``, or None if nothing is close."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.errors import missing_extra
 
 Run = Callable[[np.ndarray], list[np.ndarray]]
@@ -115,6 +116,14 @@ class Stage(ABC):
 
     def items(self, ctx: Any) -> list[Any]:
         return [None]
+
+    def code(self, *modules: str) -> str:
+        """Fingerprint of the code behind this stage's output (``modules`` and what they import), read once
+        per stage instance, i.e. once per run, however many items share it."""
+        cache: dict[tuple[str, ...], str] = self.__dict__.setdefault("_code", {})
+        if modules not in cache:
+            cache[modules] = code_fingerprint(list(modules))
+        return cache[modules]
 
     @abstractmethod
     def key(self, ctx: Any, item: Any) -> str:

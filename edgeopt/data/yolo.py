@@ -29,14 +29,21 @@ def read_data_yaml(path: Path) -> dict:
     return data
 
 
-def class_names_of(data: dict) -> list[str]:
-    """Class names from a data.yaml ``names`` entry, given as a list or as an ``{id: name}`` mapping."""
-    names = data["names"]
+def parse_names(names: object) -> list[str] | None:
+    """Class names given as a list or as an ``{id: name}`` mapping (the YOLO family's two forms), else None."""
     if isinstance(names, dict) and all(isinstance(k, int) for k in names):
         return [str(names[k]) for k in sorted(names)]
-    if isinstance(names, list):
+    if isinstance(names, (list, tuple)):
         return [str(n) for n in names]
-    raise DataError(f"'names' in data.yaml must be a list or an {{id: name}} mapping, found {names!r}",
+    return None
+
+
+def class_names_of(data: dict) -> list[str]:
+    """Class names from a data.yaml ``names`` entry, given as a list or as an ``{id: name}`` mapping."""
+    names = parse_names(data["names"])
+    if names is not None:
+        return names
+    raise DataError(f"'names' in data.yaml must be a list or an {{id: name}} mapping, found {data['names']!r}",
                     hint="e.g. names: [cat, dog]")
 
 

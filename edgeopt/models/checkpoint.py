@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from edgeopt.core.cache import atomic_write
-from edgeopt.errors import ModelError
+from edgeopt.errors import ModelError, first_line
 
 
 def load_checkpoint_dict(path: str | Path) -> dict:
@@ -30,8 +30,7 @@ def load_checkpoint_dict(path: str | Path) -> dict:
                              hint="edgeopt loads plain state_dicts; re-save the weights as a state_dict") from None
         raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?)") from None
     except Exception as exc:  # zip, pickle and tensor errors come in many types; all mean the same to the user
-        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {detail}") from None
+        raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?): {first_line(exc)}") from None
     if not isinstance(data, dict):
         raise ModelError(f"{path} does not hold a dict (found {type(data).__name__})")
     return data
@@ -120,6 +119,5 @@ def load_into(model: nn.Module, data: dict, path: str | Path) -> nn.Module:
     except ModelError:
         raise
     except Exception as exc:  # a channel spec or state_dict that does not fit this architecture
-        detail = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-        raise ModelError(f"{path}: weights do not match the architecture: {detail}") from None
+        raise ModelError(f"{path}: weights do not match the architecture: {first_line(exc)}") from None
     return model.eval()

@@ -19,7 +19,6 @@ from edgeopt.bundle.decode import DecoderConfig
 from edgeopt.config.schema import BenchmarkConfig
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Stage
-from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.core.progress import progress_bar
 from edgeopt.data.dataset import DetectionDataset
 from edgeopt.errors import DataError, DeviceError
@@ -68,7 +67,6 @@ def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: Detect
         x = np.full((1, 3, detector.input_size, detector.input_size), 114 / 255.0, np.float32)
         stats = latency_stats(time_calls(lambda: infer(x), cfg.warmup, cfg.runs))
         record: dict[str, Any] = {**stats, "threads": cfg.threads, "runs": cfg.runs}
-        record.pop("latency_ms_mean")
         if validation is not None:
             reference = infer if detector.kind == "torch" else reference_infer(detector)
             record.update(_map(reference, validation, detector.input_size, detector.decoder, 8, progress))
@@ -96,7 +94,7 @@ class BenchmarkStage(Stage):
         return len(ctx.validation) if ctx.validation is not None and ctx.config.benchmark.map else 0
 
     def key(self, ctx: Any, item: Bundle | None) -> str:
-        bcfg, code = ctx.config.benchmark.model_dump(), code_fingerprint([__name__, type(ctx.device).__module__])
+        bcfg, code = ctx.config.benchmark.model_dump(), self.code(__name__, type(ctx.device).__module__)
         if item is None:
             return stable_hash("reference", ctx.original.key, ctx.data_key, bcfg, ctx.device_info,
                                ctx.versions["torch"], code)

@@ -16,7 +16,6 @@ from edgeopt.bundle.letterbox import letterbox_image
 from edgeopt.config.schema import CalibrateConfig
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Stage
-from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.core.quant import CalibrationSet
 from edgeopt.data.dataset import DetectionDataset, load_image
 from edgeopt.errors import DataError
@@ -85,7 +84,7 @@ class CalibrateStage(Stage):
     def key(self, ctx: Any, item: Any) -> str:
         config = ctx.config
         return stable_hash("calibrate", config.calibrate.model_dump(), config.data.model_dump(), ctx.detector.key,
-                           ctx.data_key, code_fingerprint([__name__]))
+                           ctx.data_key, self.code(__name__))
 
     def run(self, ctx: Any, item: Any, out: Path) -> None:
         with ctx.console.status("calibrate: preprocessing calibration images"):

@@ -21,7 +21,6 @@ from edgeopt.config.schema import ParityConfig
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.capture import captured_output, log_tail
 from edgeopt.core.contracts import ExportResult, Stage, Target
-from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.core.manifest import Manifest, read_manifest, verify_bundle, write_manifest
 from edgeopt.errors import ConfigError, ExportError
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
@@ -140,7 +139,7 @@ class ExportStage(Stage):
 
     def key(self, ctx: Any, item: ExportItem) -> str:
         int8 = item.precision == "int8"
-        code = code_fingerprint(export_code(item.target))
+        code = self.code(*export_code(item.target))
         return stable_hash("export", item.target.name, item.precision, item.section.options.model_dump(),
                            item.detector.key, item.head, ctx.calib_key if int8 else None,
                            ctx.plan.to_dict() if ctx.plan and int8 else None, ctx.config.parity.model_dump(),

@@ -18,7 +18,6 @@ import numpy as np
 from edgeopt.bundle.bench import time_calls
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Stage
-from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.errors import ConfigError, missing_extra
 from edgeopt.models.checkpoint import load_pruned, save_pruned
 from edgeopt.models.detector import Detector, torch_infer
@@ -95,7 +94,7 @@ class PruneStage(Stage):
 
     def key(self, ctx: Any, item: Any) -> str:
         return stable_hash("prune", ctx.config.prune.model_dump(), ctx.detector.key, self._multiple(ctx),
-                           ctx.data_key, ctx.calib_key, ctx.versions["torch"], code_fingerprint([__name__]))
+                           ctx.data_key, ctx.calib_key, ctx.versions["torch"], self.code(__name__))
 
     @staticmethod
     def _multiple(ctx: Any) -> int:

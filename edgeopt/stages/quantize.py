@@ -14,7 +14,6 @@ from typing import Any
 from edgeopt.config.schema import QuantizeConfig
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Stage
-from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.core.quant import QuantPlan
 from edgeopt.errors import ConfigError
 
@@ -39,7 +38,7 @@ class QuantizeStage(Stage):
             raise ConfigError("the 'quantize' stage needs the 'calibrate' stage (its activation statistics)")
 
     def key(self, ctx: Any, item: Any) -> str:
-        return stable_hash("quantize", ctx.config.quantize.model_dump(), ctx.calib_key, code_fingerprint([__name__]))
+        return stable_hash("quantize", ctx.config.quantize.model_dump(), ctx.calib_key, self.code(__name__))
 
     def run(self, ctx: Any, item: Any, out: Path) -> None:
         plan_quantization(ctx.config.quantize, ctx.calib.stats).save(out)

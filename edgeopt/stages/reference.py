@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from edgeopt.core.registry import TARGETS
-from edgeopt.errors import DependencyError, ModelError
+from edgeopt.errors import DependencyError, ModelError, first_line
 from edgeopt.models.detector import Detector, torch_infer
 
 
@@ -41,4 +41,4 @@ def check_reference(detector: Detector) -> None:
         raise
     except Exception as exc:
         raise ModelError(f"{detector.source} does not run as a 1x3x{size}x{size} detector: "
-                         f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+                         f"{exc.__class__.__name__}: {first_line(exc)}") from None

@@ -7,7 +7,7 @@ import io
 import warnings
 from pathlib import Path
 
-from edgeopt.errors import ExportError
+from edgeopt.errors import ExportError, first_line
 from edgeopt.models.detector import INPUT_NAME, OUTPUT_NAME, Detector
 from edgeopt.targets.graph import head_tail
 
@@ -36,7 +36,7 @@ def export_onnx(detector: Detector, path: Path, simplify: bool = True) -> Path:
                                   do_constant_folding=True)
         except Exception as exc:  # torch raises many types; the user needs the message
             raise ExportError(f"torch.onnx.export failed: {exc.__class__.__name__}: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{first_line(exc)}") from None
         model = onnx.load_from_string(buf.getvalue())
     if simplify:
         import onnxslim

@@ -16,7 +16,8 @@ from typing import Any
 
 from edgeopt.core.cache import file_sha256, stable_hash
 from edgeopt.core.contracts import Source
-from edgeopt.errors import ConfigError, ModelError, missing_extra
+from edgeopt.errors import ConfigError, ModelError, first_line, missing_extra
+from edgeopt.data.yolo import parse_names
 from edgeopt.models.detector import INPUT_NAME, LAYOUTS, OUTPUT_NAME, Detector
 
 
@@ -54,13 +55,11 @@ def _names(model, cfg: Any, fallback: list[str] | None) -> list[str]:
     meta = {p.key: p.value for p in model.metadata_props}
     if "names" in meta:  # some exporters store {id: name} as a Python literal
         try:
-            names = ast.literal_eval(meta["names"])
+            names = parse_names(ast.literal_eval(meta["names"]))
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             names = None
-        if isinstance(names, dict) and all(isinstance(k, int) for k in names):
-            return [str(names[i]) for i in sorted(names)]
-        if isinstance(names, (list, tuple)):
-            return [str(n) for n in names]
+        if names is not None:
+            return names
     if fallback:
         return list(fallback)
     raise ConfigError("the ONNX model carries no class names", hint="set model.class_names")
@@ -149,7 +148,7 @@ def load_onnx(path: Path, cfg: Any, fallback_names: list[str] | None) -> Detecto
         onnx.checker.check_model(model)
     except Exception as exc:
         raise ModelError(f"{path} is not a valid ONNX model ({exc.__class__.__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+                         f"{first_line(exc)})",
                          hint="the file may be truncated or corrupt; export it again") from None
     size = _static_size(model, path, cfg.input_size)
     names = _names(model, cfg, fallback_names)
@@ -157,7 +156,7 @@ def load_onnx(path: Path, cfg: Any, fallback_names: list[str] | None) -> Detecto
         prepared = prepare(model, size, cfg.decoder)
     except Exception as exc:
         raise ModelError(f"{path} cannot be prepared as a 1x3x{size}x{size} detector: "
-                         f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+                         f"{exc.__class__.__name__}: {first_line(exc)}") from None
     _check_layout(_output_shape(prepared), cfg.decoder, len(names), path)
     key = stable_hash("onnx", file_sha256(path), size, cfg.decoder)
     return Detector(prepared.SerializeToString(), "onnx", size, names, LAYOUTS[cfg.decoder].decoder,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeopt.core.contracts import Capabilities, ExportResult, Target
-from edgeopt.errors import ExportError
+from edgeopt.errors import ExportError, first_line
 from edgeopt.targets.ncnn.int8 import table_text, write_int8
 
 IO = {"inputs": ["in0"], "outputs": ["out0"]}  # pnnx's blob names
@@ -28,7 +28,7 @@ def convert_with_pnnx(detector, out_dir: Path, fp16: bool) -> tuple[Path, Path]:
             with torch.no_grad():
                 pnnx.export(detector.module.eval(), str(traced), inputs=detector.example_input(), fp16=fp16)
         except Exception as exc:
-            raise ExportError(f"pnnx conversion failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+            raise ExportError(f"pnnx conversion failed: {exc.__class__.__name__}: {first_line(exc)}") from None
         param, weights = Path(tmp) / "model.ncnn.param", Path(tmp) / "model.ncnn.bin"
         if not param.is_file() or not weights.is_file():
             raise ExportError("pnnx wrote no ncnn model (model.ncnn.param/.bin missing)")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt.core.contracts import Capabilities, ExportResult, Target
-from edgeopt.errors import ExportError
+from edgeopt.errors import ExportError, first_line
 from edgeopt.targets.graph import head_tail, kept_float
 
 
@@ -63,7 +63,7 @@ def _convert_float(detector, path: Path, layout: str, input_dtype: str = "float3
         with torch.no_grad():
             litert_torch.convert(module, (x,)).export(str(path))
     except Exception as exc:
-        raise ExportError(f"litert-torch conversion failed: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
+        raise ExportError(f"litert-torch conversion failed: {exc.__class__.__name__}: {first_line(exc)}") from None
 
 
 def _ops(model_path: Path) -> tuple[list[dict], list[dict], list[int]]:
