@@ -183,7 +183,7 @@ def run_cmd(
     console.print(f"results: {result.output / 'results.json'}  report: {result.output / 'report.md'}  "
                   f"cache: {len(result.cache_hits)} reused, {len(result.cache_misses)} computed")
     if result.failed:
-        err_console.print(f"[bold red]{len(result.failed)} artifact(s) failed[/]: "
+        err_console.print(f"[bold red]{len(result.failed)} artifact(s) failed or unverified, not shipped[/]: "
                           + ", ".join(f"{r['target']} {r['precision']}" for r in result.failed))
         raise typer.Exit(1)
 

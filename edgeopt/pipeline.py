@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from edgeopt.core.version import VERSION
 from edgeopt.config.schema import PipelineConfig
-from edgeopt.core.cache import Cache, copy_tree_atomic, stable_hash
+from edgeopt.core.cache import Cache, copy_tree_atomic, remove_dead_temporaries, stable_hash
 from edgeopt.core.contracts import Stage
 from edgeopt.core.lock import run_lock
 from edgeopt.core.manifest import verify_bundle
@@ -28,7 +28,7 @@ from edgeopt.data.open import open_dataset
 from edgeopt.devices import load_device
 from edgeopt.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.models.sources import load_model
-from edgeopt.report.results import write_results
+from edgeopt.report.results import PARITY_COLUMNS, write_results
 from edgeopt.stages.context import Bundle, RunContext
 from edgeopt.stages.reference import check_reference
 
@@ -45,7 +45,8 @@ class RunResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["status"] == "failed"]
+        """Rows not shipped for a reason the user must see: failed, or unverified by the gate."""
+        return [r for r in self.records if r["status"] in ("failed", "unverified")]
 
 
 def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Console | None = None) -> RunResult:
@@ -55,6 +56,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
                     console or Console(stderr=True))
     with run_lock(config.output_dir):
         ctx.cache.clean_partial()
+        remove_dead_temporaries((config.output_dir / "artifacts").glob(".*.tmp-*"))  # a run killed while shipping
         for stage in stages:
             stage.execute(ctx)
         return _finish(ctx)
@@ -132,17 +134,16 @@ def _reference_rows(ctx: RunContext) -> list[dict[str, Any]]:
     name = "torch" if ctx.original.kind == "torch" else f"{ctx.original.kind}-source"
     figures = {k: v for k, v in ctx.reference.items() if k != "per_class"}
     return [{"target": name, "precision": "fp32", "device": ctx.device.name, "status": "reference", "reason": "",
-             **figures, "map50_95_drop": 0.0}]
+             **figures, "map50_95_drop": 0.0 if figures.get("map50_95") is not None else None}]
 
 
 def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
     """A bundle's result row; a bundle that passed the gate is shipped, one that failed is withdrawn."""
     manifest, par = bundle.manifest, bundle.manifest.parity
     row = {"target": bundle.target.name, "precision": bundle.precision, "device": ctx.device.name,
-           "status": "passed" if par["passed"] else "failed", "reason": "; ".join(par["problems"]),
+           "status": par["verdict"], "reason": "; ".join(par["problems"]),
            "size_bytes": sum((bundle.path / f).stat().st_size for f in manifest.model_files),
-           "parity_max_abs": par["max_abs"], "parity_cosine": par["cosine"],
-           "parity_box_agreement": par["box_agreement"], "cache_key": bundle.path.name}
+           **{f"parity_{k}": par[k] for k in PARITY_COLUMNS}, "cache_key": bundle.path.name}
     bench = ctx.bench.get(bundle.path.name)
     if bench is not None:
         row.update({k: v for k, v in bench.items() if k != "per_class"})
@@ -158,7 +159,8 @@ def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
         copy_tree_atomic(bundle.path, dest)
         row["artifact"] = str(dest)
     else:
-        err = ParityError(f"{row['target']} {row['precision']} failed the gate: {row['reason']}",
+        verdict = "could not be verified" if row["status"] == "unverified" else "failed the gate"
+        err = ParityError(f"{row['target']} {row['precision']} {verdict}: {row['reason']}",
                           hint="not shipped; see the manifest in " + str(bundle.path))
         ctx.console.print(f"[bold red]error:[/] {escape(str(err))}")
         shutil.rmtree(dest, ignore_errors=True)  # a bundle shipped by an earlier run is no longer valid

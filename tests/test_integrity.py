@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,13 +51,44 @@ def test_failing_gate_withdraws_the_bundle_and_exits_1(shipped):
     cfg, result = shipped
     artifact = Path(result.records[0]["artifact"])
     assert artifact.is_dir()
-    proc = cli("run", str(cfg), "--set", "parity.min_cosine={fp32: 1.01}")  # no artifact can pass this
+    proc = cli("run", str(cfg), "--set", "parity.min_score_cosine={fp32: 1.01}")  # no artifact can pass this
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr and "failed the gate" in proc.stderr
     rows = json.loads((artifact.parents[1] / "results.json").read_text())["records"]
     assert [(r["status"], r.get("artifact")) for r in rows] == [("failed", None)]
-    assert "cosine" in rows[0]["reason"]
+    assert "score cosine" in rows[0]["reason"]
     assert not artifact.exists()  # the bundle shipped by the earlier run is no longer valid
+
+
+def test_too_few_detections_to_judge_is_unverified_not_shipped(shipped):
+    cfg, result = shipped
+    artifact = Path(result.records[0]["artifact"])
+    proc = cli("run", str(cfg), "--set", "parity.min_boxes=1000")  # 4 parity images hold far fewer
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "could not be verified" in proc.stderr
+    (row,) = json.loads((artifact.parents[1] / "results.json").read_text())["records"]
+    assert row["status"] == "unverified" and "parity.min_boxes" in row["reason"] and not artifact.exists()
+
+
+def test_a_run_killed_while_shipping_leaves_nothing_behind(shipped):
+    """A kill during the copy into artifacts/ leaves the copy's temporary (named after its process); the next run
+    removes it, and leaves alone the temporary of a process still writing."""
+    cfg, result = shipped
+    artifacts = Path(result.records[0]["artifact"]).parent
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        killed = artifacts / f".onnxruntime-fp32.tmp-{dead.pid}"
+        shutil.copytree(result.records[0]["artifact"], killed)  # what the killed copy left
+        (killed / "model.onnx").write_bytes(b"half a file")
+        busy = artifacts / f".onnxruntime-int8.tmp-{alive.pid}"
+        busy.mkdir()
+        again = run_pipeline(load_config(cfg))
+        assert again.cache_misses == [] and not killed.exists() and busy.is_dir()
+        assert sorted(p.name for p in artifacts.iterdir()) == [busy.name, "onnxruntime-fp32"]
+    finally:
+        alive.kill()
 
 
 def test_verify_command_and_run_py_refuse_changed_files(shipped):
@@ -91,7 +123,6 @@ def test_run_py_bad_inputs_are_one_line_errors(shipped, tmp_path):
 
 def test_disk_full_while_shipping_is_a_clear_error_and_leaves_no_partial_copy(shipped, monkeypatch, capsys):
     import errno
-    import shutil
 
     from edgeopt.cli import main
 

@@ -27,7 +27,7 @@ PATHS = [("version",), ("stages",), ("model", "source"), ("model", "input_size")
          ("model", "decoder"), ("data", "calibration", "seed"), ("data", "validation", "images"),
          ("quantize", "method"), ("quantize", "keep_float"), ("prune", "ratio"), ("targets",),
          ("targets", 0, "options"), ("targets", 0, "precisions"), ("targets", 0, "name"), ("device",),
-         ("parity", "min_cosine"), ("parity", "max_abs"), ("benchmark", "runs"), ("benchmark", "threads"),
+         ("parity", "min_score_cosine"), ("parity", "max_box_error"), ("benchmark", "runs"), ("benchmark", "threads"),
          ("modle",), ("targets", 0, "options", "calibraton")]
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,24 @@ def copy_tree_atomic(source: Path, dest: Path, ignore: tuple[str, ...] = (DONE,)
     return atomic_write(dest, lambda tmp: shutil.copytree(source, tmp, ignore=shutil.ignore_patterns(*ignore)))
 
 
+def remove_dead_temporaries(paths: Iterable[Path]) -> int:
+    """Delete the temporaries (see ``atomic_write``) among ``paths`` whose writing process is gone, files or
+    directories; a live process's temporary is left alone. Returns how many were removed."""
+    from edgeopt.core.lock import pid_alive
+
+    removed = 0
+    for tmp in paths:
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and pid_alive(int(pid)):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 class Cache:
     """Stage outputs under ``root``; ``enabled=False`` rebuilds every entry (``--no-cache``)."""
 
@@ -79,17 +97,7 @@ class Cache:
     def clean_partial(self) -> int:
         """Delete temporary directories left by interrupted runs (only those whose process is gone: another
         process may be writing its own); returns how many."""
-        from edgeopt.core.lock import pid_alive
-
-        removed = 0
-        if self.root.is_dir():
-            for tmp in self.root.glob("*/.*.tmp-*"):
-                pid = tmp.name.rpartition("-")[2]
-                if pid.isdigit() and pid_alive(int(pid)):
-                    continue
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed += 1
-        return removed
+        return remove_dead_temporaries(self.root.glob("*/.*.tmp-*")) if self.root.is_dir() else 0
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key

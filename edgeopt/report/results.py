@@ -10,9 +10,10 @@ from rich.table import Table
 
 from edgeopt.core.cache import write_json_atomic
 
+PARITY_COLUMNS = ("score_cosine", "score_max_abs", "box_max_abs", "box_agreement", "boxes_compared")
 COLUMNS = ("target", "precision", "device", "status", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
-           "threads", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop", "parity_max_abs",
-           "parity_cosine", "parity_box_agreement", "reason", "artifact")
+           "threads", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop",
+           *(f"parity_{name}" for name in PARITY_COLUMNS), "reason", "artifact")
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -28,17 +29,18 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for name, justify in (("target", "left"), ("precision", "left"), ("status", "left"), ("median ms", "right"),
                           ("p90 ms", "right"), ("size MB", "right"), ("RSS MB", "right"), ("mAP50-95", "right"),
-                          ("mAP50", "right"), ("drop (pt)", "right"), ("cosine", "right"), ("box agr.", "right")):
+                          ("mAP50", "right"), ("drop (pt)", "right"), ("score cos.", "right"), ("box agr.", "right")):
         table.add_column(name, justify=justify)
     for r in records:
         status = {"passed": "[green]passed[/]", "failed": "[red]failed[/]",
-                  "skipped": "[yellow]skipped[/]"}.get(r["status"], r["status"])
+                  "skipped": "[yellow]skipped[/]",
+                  "unverified": "[yellow]unverified[/]"}.get(r["status"], r["status"])
         drop = r.get("map50_95_drop")
         table.add_row(r["target"], r["precision"], status, _fmt(r.get("latency_ms_median")),
                       _fmt(r.get("latency_ms_p90")),
                       _fmt(r["size_bytes"] / 1e6) if r.get("size_bytes") else "-", _fmt(r.get("peak_rss_mb"), 0),
                       _fmt(r.get("map50_95"), 4), _fmt(r.get("map50"), 4),
-                      _fmt(drop * 100 if drop is not None else None), _fmt(r.get("parity_cosine"), 5),
+                      _fmt(drop * 100 if drop is not None else None), _fmt(r.get("parity_score_cosine"), 5),
                       _fmt(r.get("parity_box_agreement"), 3))
     return table
 
@@ -65,7 +67,7 @@ def _plot(records: list[dict[str, Any]], path: Path) -> bool:
     front = pareto_front(records)
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in pts:
-        ax.scatter(r["latency_ms_median"], r["map50_95"], color="tab:red" if r["status"] == "failed" else "tab:blue")
+        ax.scatter(r["latency_ms_median"], r["map50_95"], color="tab:blue" if r["status"] in ("passed", "reference") else "tab:red")
         ax.annotate(f"{r['target']} {r['precision']}", (r["latency_ms_median"], r["map50_95"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     if len(front) > 1:

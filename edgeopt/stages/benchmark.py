@@ -67,7 +67,7 @@ def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: Detect
         x = np.full((1, 3, detector.input_size, detector.input_size), 114 / 255.0, np.float32)
         stats = latency_stats(time_calls(lambda: infer(x), cfg.warmup, cfg.runs))
         record: dict[str, Any] = {**stats, "threads": cfg.threads, "runs": cfg.runs}
-        if validation is not None:
+        if validation is not None and cfg.map:
             reference = infer if detector.kind == "torch" else reference_infer(detector)
             record.update(_map(reference, validation, detector.input_size, detector.decoder, 8, progress))
     finally:

@@ -61,18 +61,28 @@ def _manifest(target: Target, detector: Detector, precision: str, result: Export
 
 
 def parity_gate(figures: dict[str, Any], precision: str, cfg: ParityConfig) -> dict[str, Any]:
-    """The parity verdict: the figures, the tolerance that applied and every criterion missed."""
-    tol = {"score_margin": cfg.score_margin, "min_cosine": cfg.min_cosine.get(precision, 0.0),
-           "min_box_agreement": cfg.min_box_agreement.get(precision, 0.0),
-           "max_abs": cfg.max_abs.get(precision, float("inf"))}
+    """The parity verdict: ``passed``, ``failed`` (a criterion missed) or ``unverified`` (too few detections to
+    judge the boxes by); the figures, the tolerance that applied and every problem found."""
+    tol = {"min_score_cosine": cfg.min_score_cosine[precision], "max_score_error": cfg.max_score_error[precision],
+           "max_box_error": cfg.max_box_error[precision], "min_box_agreement": cfg.min_box_agreement[precision],
+           "min_boxes": cfg.min_boxes, "score_margin": cfg.score_margin}
     problems = []
-    if figures["cosine"] < tol["min_cosine"]:
-        problems.append(f"cosine {figures['cosine']:.5f} < {tol['min_cosine']}")
-    if figures["box_agreement"] < tol["min_box_agreement"]:
-        problems.append(f"box agreement {figures['box_agreement']:.3f} < {tol['min_box_agreement']}")
-    if figures["max_abs"] > tol["max_abs"]:
-        problems.append(f"max abs error {figures['max_abs']:.4g} > {tol['max_abs']}")
-    return {**figures, "tolerance": tol, "passed": not problems, "problems": problems}
+    if not figures["score_cosine"] >= tol["min_score_cosine"]:  # written so that NaN fails
+        problems.append(f"score cosine {figures['score_cosine']:.5f} < {tol['min_score_cosine']}")
+    if not figures["score_max_abs"] <= tol["max_score_error"]:
+        problems.append(f"score error {figures['score_max_abs']:.4g} > {tol['max_score_error']}")
+    if not figures["box_max_abs"] <= tol["max_box_error"]:
+        problems.append(f"box error {figures['box_max_abs']:.4g} > {tol['max_box_error']} (input sizes)")
+    enough = figures["boxes_compared"] >= tol["min_boxes"]
+    if enough and not figures["box_agreement"] >= tol["min_box_agreement"]:
+        problems.append(f"box agreement {figures['box_agreement']:.3f} < {tol['min_box_agreement']} "
+                        f"(at score {figures['threshold']:.3g})")
+    verdict = "failed" if problems else "passed" if enough else "unverified"
+    if not enough:
+        problems.append(f"only {figures['boxes_compared']} detection(s) scoring >= {figures['threshold']:.3g} on "
+                        f"{figures['images']} parity image(s), fewer than parity.min_boxes {tol['min_boxes']}: "
+                        "raise calibrate.parity_images or lower parity.min_boxes")
+    return {**figures, "tolerance": tol, "verdict": verdict, "passed": verdict == "passed", "problems": problems}
 
 
 def export_bundle(target: Target, detector: Detector, precision: str, plan: Any, calib: Any, out_dir: Path,
@@ -87,7 +97,7 @@ def export_bundle(target: Target, detector: Detector, precision: str, plan: Any,
     session = target.open(out_dir, manifest.to_dict(), threads=1)
     figures = parity(reference_infer(detector), lambda x: session(x)[0], calib.float_images("parity"),
                      detector.input_size, replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold),
-                     margin=parity_cfg.score_margin)
+                     margin=parity_cfg.score_margin, min_boxes=parity_cfg.min_boxes)
     manifest.parity = parity_gate(figures, precision, parity_cfg)
     return write_manifest(out_dir, manifest)
 

@@ -52,10 +52,10 @@ def test_partial_parity_override_keeps_the_other_defaults(tmp_path):
     from edgeopt.config.schema import TOLERANCES
     from helpers import write_config
 
-    cfg = load_config(write_config(tmp_path), ["parity.min_cosine={fp32: 0.99999}"])
-    assert cfg.parity.min_cosine == {**TOLERANCES["min_cosine"], "fp32": 0.99999}
+    cfg = load_config(write_config(tmp_path), ["parity.min_score_cosine={fp32: 0.99999}"])
+    assert cfg.parity.min_score_cosine == {**TOLERANCES["min_score_cosine"], "fp32": 0.99999}
     with pytest.raises(ConfigError, match="unknown precision int9"):
-        load_config(write_config(tmp_path), ["parity.max_abs={int9: 0.1}"])
+        load_config(write_config(tmp_path), ["parity.max_box_error={int9: 0.1}"])
 
 
 def test_synthetic_splits_with_one_seed_are_separate_datasets(tmp_path):

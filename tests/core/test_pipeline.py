@@ -15,7 +15,7 @@ from helpers import write_config
 from edgeopt.core.manifest import verify_bundle
 
 REQUIRED = {"target", "precision", "device", "latency_ms_median", "latency_ms_p90", "map50_95", "map50",
-            "map50_95_drop", "size_bytes", "parity_cosine", "parity_max_abs", "parity_box_agreement", "status",
+            "map50_95_drop", "size_bytes", "parity_score_cosine", "parity_score_max_abs", "parity_box_max_abs", "parity_box_agreement", "parity_boxes_compared", "status",
             "reason"}
 
 
@@ -36,7 +36,7 @@ def test_run_writes_results_and_bundles(first_run):
         assert REQUIRED <= set(r), REQUIRED - set(r)
         assert r["status"] == "passed", r["reason"]
         assert verify_bundle(Path(r["artifact"])) == []
-    assert rows[("onnxruntime", "fp32")]["parity_cosine"] > 0.9999
+    assert rows[("onnxruntime", "fp32")]["parity_score_cosine"] > 0.9999
     assert abs(rows[("onnxruntime", "fp32")]["map50_95"] - rows[("torch", "fp32")]["map50_95"]) < 0.005
     assert rows[("onnxruntime", "int8")]["size_bytes"] < 0.4 * rows[("onnxruntime", "fp32")]["size_bytes"]
     info = data["run"]
@@ -97,6 +97,24 @@ def test_kill_during_export_leaves_no_partial_and_resumes(tmp_path):
     assert row["status"] == "passed" and verify_bundle(Path(row["artifact"])) == []
 
 
+def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tmp_path):
+    config = write_config(tmp_path, targets=[{"name": "onnxruntime", "precisions": ["int8"]}])
+    proc = subprocess.Popen([sys.executable, "-m", "edgeopt.cli", "run", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    export_dir = tmp_path / "run" / "cache" / "export"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(export_dir.glob(".*.tmp-*")):
+        assert proc.poll() is None, "run ended before export started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "interrupted; finished stages are cached and the next run resumes from them" in err
+    result = edgeopt.run(edgeopt.load_config(str(config)))
+    assert not any(m.startswith(("calibrate/", "quantize/")) for m in result.cache_misses)
+    assert [r["status"] for r in result.records if r["target"] == "onnxruntime"] == ["passed"]
+
+
 def test_import_is_lean():
     code = ("import sys, edgeopt, edgeopt.config.load, edgeopt.targets; "
             "print([m for m in ('torch', 'onnxruntime', 'onnx', 'openvino', 'tensorflow', 'ncnn', 'matplotlib') "
@@ -117,6 +135,6 @@ def test_prune_stage_in_the_pipeline(tmp_path):
     assert report["macs_reduction"] > 0.2 and report["recovery"]["mode"] == "distill"
     assert report["after_recovery"]["params"] < report["before"]["params"]
     row = [r for r in result.records if r["target"] == "onnxruntime"][0]
-    assert row["status"] == "passed" and row["parity_cosine"] > 0.9999  # the pruned graph exports exactly
+    assert row["status"] == "passed" and row["parity_score_cosine"] > 0.9999  # the pruned graph exports exactly
     again = edgeopt.run(edgeopt.load_config(str(config)))
     assert again.cache_misses == []

@@ -30,4 +30,4 @@ def test_low_scoring_model_is_still_compared():
     rows, _ = align_rows(a, b)
     assert len(rows) == MIN_ROWS
     figures = parity(lambda x: a, lambda x: b, np.zeros((1, 3, 8, 8), np.float32), 320, E2E)
-    assert figures["cosine"] < 0.999
+    assert figures["box_max_abs"] > 0.29  # the moved boxes are measured

@@ -181,11 +181,11 @@ def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_dat
     assert report["after_recovery"]["map50_95"] >= report["after_prune"]["map50_95"] + 0.02
     failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]
     assert not failed and len(result.records) == 2 * len(TARGETS)
-    compared = [json.loads((Path(r["artifact"]) / "edgeopt.json").read_text())["parity"]["boxes_compared"]
-                for r in result.records]
-    print(f"{arch} pruned: detections compared by parity per artifact {compared}")
-    if arch == "yolov8n":  # measured: the pruned YOLO11n (mAP 0.103 after 8 epochs) has no box >= 0.25 on the
-        assert all(compared), compared  # parity images, so only its output max-abs/cosine parity is checked
+    parities = [json.loads((Path(r["artifact"]) / "edgeopt.json").read_text())["parity"] for r in result.records]
+    print(f"{arch} pruned: detections compared by parity per artifact "
+          f"{[(p['boxes_compared'], round(p['threshold'], 3)) for p in parities]}")
+    # every row compared real detections (a weak pruned model is judged at a lower score threshold, never on none)
+    assert all(p["boxes_compared"] >= p["tolerance"]["min_boxes"] for p in parities), parities
 
 
 
@@ -215,7 +215,7 @@ def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yo
 
 
 def test_yolo26_end_to_end_where_supported(train_yolo, yolo_data, tmp_path):
-    checkpoint = train_yolo("yolo26n", 10)
+    checkpoint = train_yolo("yolo26n", 25)  # 10 epochs left no score >= 0.05: nothing for parity to judge
     cfg = write_config(tmp_path / "e2e.yaml", checkpoint, yolo_data, ["calibrate", "quantize", "export"])
     result = run_pipeline(load_config(cfg))
     failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]

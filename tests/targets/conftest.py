@@ -11,6 +11,7 @@ from edgeopt.bundle.letterbox import letterbox_image
 from edgeopt.data.synthetic import CLASS_NAMES, render_image
 from edgeopt.bundle.decode import DecoderConfig
 from edgeopt.models.detector import Detector
+from edgeopt.models.sources.reference.checkpoint import load_detector
 from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
 from edgeopt.core.quant import CalibrationSet
 
@@ -33,6 +34,15 @@ def tiny_detector():
             model(torch.rand(8, 3, SIZE, SIZE))
     model.eval()
     return Detector(model, "torch", SIZE, list(CLASS_NAMES), DecoderConfig(), source="tiny", key="tiny")
+
+
+@pytest.fixture(scope="module")
+def contract_detector():
+    """The embedded reference detector at the test size: trained, so its detections are distinct objects with
+    clear winners after NMS (a random detector scores every anchor alike, and which of hundreds of near-tied boxes
+    survives NMS is then noise: a bf16 rounding alone moved its box agreement to 0.835)."""
+    module = load_detector().eval()
+    return Detector(module, "torch", SIZE, list(CLASS_NAMES), DecoderConfig(), source="reference", key="reference")
 
 
 @pytest.fixture(scope="module")

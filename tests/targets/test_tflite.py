@@ -21,16 +21,18 @@ def tflite():
 
 
 @pytest.mark.parametrize("precision, layout", [("fp32", "NCHW"), ("fp16", "NHWC"), ("int8", "NHWC")])
-def test_manifest_quantization_matches_file(tflite, precision, layout, tiny_detector, calib, tmp_path):
+def test_manifest_quantization_matches_file(tflite, precision, layout, contract_detector, calib, tmp_path):
     from edgeopt.targets.tflite.target import tensor_types
 
-    manifest = export_bundle(tflite, tiny_detector, precision, QuantPlan(), calib, tmp_path, TFLiteOptions(layout=layout),
+    manifest = export_bundle(tflite, contract_detector, precision, QuantPlan(), calib, tmp_path, TFLiteOptions(layout=layout),
                              ParityConfig(), {})
     assert manifest.parity["passed"], manifest.parity["problems"]
     assert manifest.input["layout"] == layout
     actual = tensor_types(tmp_path / "model.tflite")
     q = manifest.quantization
     assert q["verified_types"] == actual
+    # read the file a second way, with the flatbuffer schema rather than the interpreter edgeopt uses
+    assert _conv_weight_types(tmp_path / "model.tflite") == actual["conv_weights"]
     weights = set(actual["conv_weights"])
     if precision == "fp32":
         assert weights == {"float32"} and "int8" not in actual["tensors"]
@@ -43,10 +45,10 @@ def test_manifest_quantization_matches_file(tflite, precision, layout, tiny_dete
         assert actual["tensors"].get("int8", 0) > 20  # int8 activations, not just weights
 
 
-def test_uint8_input_takes_raw_pixels(tflite, tiny_detector, calib, tmp_path):
+def test_uint8_input_takes_raw_pixels(tflite, contract_detector, calib, tmp_path):
     import numpy as np
 
-    manifest = export_bundle(tflite, tiny_detector, "int8", QuantPlan(), calib, tmp_path,
+    manifest = export_bundle(tflite, contract_detector, "int8", QuantPlan(), calib, tmp_path,
                              TFLiteOptions(layout="NHWC", input_dtype="uint8"), ParityConfig(), {})
     assert manifest.parity["passed"], manifest.parity["problems"]
     assert manifest.input["dtype"] == "uint8" and manifest.runtime["input_tensor"]["tensor_dtype"] == "uint8"
@@ -56,3 +58,27 @@ def test_uint8_input_takes_raw_pixels(tflite, tiny_detector, calib, tmp_path):
     from_pixels = run(pixels)[0]
     from_floats = run(calib.float_images("parity")[:1])[0]
     np.testing.assert_allclose(from_pixels, from_floats, atol=1e-6)
+
+
+def _conv_weight_types(path) -> dict[str, int]:
+    """Stored dtypes of the conv weights, from the flatbuffer itself: a weight fed through a DEQUANTIZE op counts
+    as the type it is stored in."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(path.read_bytes(), 0))
+    ops = schema.BuiltinOperator
+    code = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    counts: dict[str, int] = {}
+    for graph in model.subgraphs:
+        producer = {out: op for op in graph.operators for out in op.outputs}
+        for op in graph.operators:
+            if code[op.opcodeIndex] not in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
+                continue
+            weight = op.inputs[1]
+            source = producer.get(weight)
+            if source is not None and code[source.opcodeIndex] == ops.DEQUANTIZE:
+                weight = source.inputs[0]
+            name = type_names[graph.tensors[weight].type]
+            counts[name] = counts.get(name, 0) + 1
+    return counts

@@ -1,0 +1,64 @@
+"""The benchmark stage: the configured threads reach the runtime, ``benchmark.map: false`` skips mAP, and a
+device that cannot run a bundle is a clear error."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import edgeopt
+from edgeopt.config.schema import BenchmarkConfig
+from edgeopt.devices.local import LocalDevice
+from edgeopt.errors import DeviceError
+from edgeopt.stages.benchmark import bench_artifact
+from edgeopt.stages.context import Bundle
+from edgeopt.core.manifest import read_manifest
+from edgeopt.targets import get_target
+from helpers import write_config
+
+
+@pytest.fixture(scope="module")
+def no_map_run(tmp_path_factory):
+    """ORT fp32 at 2 threads with ``benchmark.map: false``."""
+    tmp = tmp_path_factory.mktemp("bench")
+    config = write_config(tmp, stages=["calibrate", "export", "benchmark"],
+                          targets=[{"name": "onnxruntime", "precisions": ["fp32"]}],
+                          benchmark={"warmup": 1, "runs": 50, "threads": 2, "map": False})
+    return edgeopt.run(edgeopt.load_config(str(config)))
+
+
+def test_threads_reach_the_bundle_runner(no_map_run):
+    rows = {r["target"]: r for r in no_map_run.records}
+    artifact = rows["onnxruntime"]
+    assert artifact["status"] == "passed", artifact["reason"]
+    assert artifact["threads"] == 2  # reported by run.py --bench, which opened the session with them
+    assert artifact["session_options"]["intra_op_num_threads"] == 2
+    assert rows["torch"]["threads"] == 2 and no_map_run.run_info["threads"] == 2
+
+
+def test_map_false_computes_no_map(no_map_run):
+    for row in no_map_run.records:
+        assert row.get("map50_95") is None and row.get("map50_95_drop") is None, row
+        assert row["latency_ms_median"] > 0
+
+
+class DeviceWithoutTheRuntime(LocalDevice):
+    """This machine, but with an ``onnxruntime`` that cannot be imported (as on a board nobody set up)."""
+
+    def __init__(self, shadow: Path) -> None:
+        super().__init__({"name": "bare-board", "kind": "local"})
+        self.shadow = shadow
+
+    def run(self, command, timeout=1800, env=None, what=None):
+        return super().run(command, timeout, {**(env or {}), "PYTHONPATH": str(self.shadow)}, what)
+
+
+def test_a_device_that_cannot_run_the_bundle_is_a_clear_error(no_map_run, tmp_path):
+    (tmp_path / "onnxruntime.py").write_text("raise ImportError('onnxruntime is not installed on this board')\n")
+    path = Path(next(r for r in no_map_run.records if r["target"] == "onnxruntime")["artifact"])
+    bundle = Bundle(get_target("onnxruntime"), "fp32", path, read_manifest(path))
+    with pytest.raises(DeviceError) as info:
+        bench_artifact(bundle, DeviceWithoutTheRuntime(tmp_path), BenchmarkConfig(runs=50, warmup=1), None, tmp_path)
+    message = str(info.value)
+    assert "bare-board" in message and path.name in message and "not installed on this board" in message
+    assert "\n" not in message and not (tmp_path / "bench.json").exists()
