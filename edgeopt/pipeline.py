@@ -30,6 +30,7 @@ from edgeopt.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.models.sources import load_model
 from edgeopt.report.results import PARITY_COLUMNS, write_results
 from edgeopt.stages.context import Bundle, RunContext
+from edgeopt.stages.benchmark import map_drop_problem
 from edgeopt.stages.reference import check_reference
 
 
@@ -149,6 +150,9 @@ def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
         row.update({k: v for k, v in bench.items() if k != "per_class"})
         if ctx.reference and ctx.reference.get("map50_95") is not None and bench.get("map50_95") is not None:
             row["map50_95_drop"] = ctx.reference["map50_95"] - bench["map50_95"]
+    over_budget = map_drop_problem(row.get("map50_95_drop"), bundle.precision, ctx.config.parity.max_map_drop)
+    if over_budget and row["status"] == "passed":
+        row.update(status="failed", reason=over_budget)
     row["session_options"] = bundle.target.session_options(ctx.config.benchmark.threads, manifest.to_dict())
     dest = ctx.config.output_dir / "artifacts" / f"{bundle.target.name}-{bundle.precision}"
     changed = verify_bundle(bundle.path)

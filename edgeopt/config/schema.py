@@ -153,6 +153,8 @@ TOLERANCES = {
     "max_score_error": {"fp32": 1e-3, "fp16": 2e-2, "bf16": 5e-2, "int8": 0.6},
     "max_box_error": {"fp32": 1e-3, "fp16": 1e-2, "bf16": 2e-2, "int8": 0.05},
     "min_box_agreement": {"fp32": 0.98, "fp16": 0.95, "bf16": 0.9, "int8": 0.75},
+    # accuracy budget: mAP50-95 points an artifact may lose against the reference model on the validation set
+    "max_map_drop": {"fp32": 0.5, "fp16": 0.5, "bf16": 0.5, "int8": 1.0},
 }
 
 
@@ -166,6 +168,9 @@ class ParityConfig(Strict):
     max_score_error: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["max_score_error"]))
     max_box_error: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["max_box_error"]))
     min_box_agreement: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["min_box_agreement"]))
+    max_map_drop: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["max_map_drop"]), description=(
+        "mAP50-95 points (0-100 scale) each precision may lose against the reference model on the validation set; "
+        "a row over it is failed and not shipped (judged when the benchmark computes mAP)"))
     min_boxes: int = Field(5, ge=1, description=(
         "Detections box agreement must count over the parity images; with fewer at the 0.25 deploy threshold it "
         "is judged at a lower one (down to 0.05), and with fewer still the artifact is 'unverified', not shipped"))

@@ -55,6 +55,14 @@ def bench_artifact(bundle: Bundle, device: Any, cfg: BenchmarkConfig, validation
     return record
 
 
+def map_drop_problem(drop: float | None, precision: str, budget: dict[str, float]) -> str | None:
+    """Why a row's mAP50-95 ``drop`` (mAP units, against the reference) exceeds its precision's ``budget``
+    (mAP points), or None: accuracy is judged, not only agreement with the exported graph."""
+    if drop is None or drop * 100 <= budget[precision]:  # written so that a NaN drop is a problem
+        return None
+    return f"mAP50-95 drop {drop * 100:.2f} pt > budget {budget[precision]:g} pt (parity.max_map_drop)"
+
+
 def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: DetectionDataset | None, out_dir: Path,
                     progress: Progress = None) -> dict[str, Any]:
     """The reference: in-process latency at the benchmark's threads, and mAP through the shared decoder."""

@@ -150,9 +150,10 @@ class ExportStage(Stage):
     def key(self, ctx: Any, item: ExportItem) -> str:
         int8 = item.precision == "int8"
         code = self.code(*export_code(item.target))
+        gate = ctx.config.parity.model_dump(exclude={"max_map_drop"})  # the mAP budget is judged after benchmark
         return stable_hash("export", item.target.name, item.precision, item.section.options.model_dump(),
                            item.detector.key, item.head, ctx.calib_key if int8 else None,
-                           ctx.plan.to_dict() if ctx.plan and int8 else None, ctx.config.parity.model_dump(),
+                           ctx.plan.to_dict() if ctx.plan and int8 else None, gate,
                            ctx.versions, code)
 
     def execute(self, ctx: Any) -> None:

@@ -57,6 +57,23 @@ def test_changed_benchmark_reruns_only_benchmark(first_run):
     assert result.cache_misses and all(m.startswith("benchmark/") for m in result.cache_misses)
 
 
+def test_a_row_over_its_map_budget_fails_and_is_not_shipped(first_run):
+    """The gate judges accuracy too: with an fp32 budget no artifact can meet (it must gain a point), the fp32
+    row fails with its figures and is withdrawn, from the cache (the budget is judged after the benchmark)."""
+    config, _ = first_run
+    try:
+        over = edgeopt.run(edgeopt.load_config(str(config), ["parity.max_map_drop={fp32: -1.0}"]))
+        rows = {r["precision"]: r for r in over.records if r["target"] == "onnxruntime"}
+        assert over.cache_misses == []
+        assert rows["fp32"]["status"] == "failed" and "artifact" not in rows["fp32"]
+        assert "mAP50-95 drop" in rows["fp32"]["reason"] and "budget -1 pt" in rows["fp32"]["reason"]
+        assert not (over.output / "artifacts" / "onnxruntime-fp32").exists()
+        assert rows["int8"]["status"] == "passed"  # within its default 1.0 pt budget
+        assert over.failed == [rows["fp32"]]
+    finally:
+        edgeopt.run(edgeopt.load_config(str(config)))  # ship it again for the other tests
+
+
 def test_an_edited_label_file_recomputes_what_depends_on_it(first_run):
     """Same paths, other ground truth: mAP and everything keyed by the data is recomputed, never served stale."""
     config, result = first_run

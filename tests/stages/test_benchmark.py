@@ -10,7 +10,7 @@ import edgeopt
 from edgeopt.config.schema import BenchmarkConfig
 from edgeopt.devices.local import LocalDevice
 from edgeopt.errors import DeviceError
-from edgeopt.stages.benchmark import bench_artifact
+from edgeopt.stages.benchmark import bench_artifact, map_drop_problem
 from edgeopt.stages.context import Bundle
 from edgeopt.core.manifest import read_manifest
 from edgeopt.targets import get_target
@@ -62,3 +62,11 @@ def test_a_device_that_cannot_run_the_bundle_is_a_clear_error(no_map_run, tmp_pa
     message = str(info.value)
     assert "bare-board" in message and path.name in message and "not installed on this board" in message
     assert "\n" not in message and not (tmp_path / "bench.json").exists()
+
+
+def test_map_drop_is_judged_in_points_per_precision():
+    budget = {"fp32": 0.5, "int8": 1.0}
+    assert map_drop_problem(None, "int8", budget) is None  # no mAP measured: nothing to judge
+    assert map_drop_problem(0.0099, "int8", budget) is None and map_drop_problem(-0.02, "fp32", budget) is None
+    assert map_drop_problem(0.0101, "int8", budget) == "mAP50-95 drop 1.01 pt > budget 1 pt (parity.max_map_drop)"
+    assert map_drop_problem(0.006, "fp32", budget) and map_drop_problem(float("nan"), "fp32", budget)
