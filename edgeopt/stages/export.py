@@ -78,7 +78,11 @@ def parity_gate(figures: dict[str, Any], precision: str, cfg: ParityConfig) -> d
         problems.append(f"box agreement {figures['box_agreement']:.3f} < {tol['min_box_agreement']} "
                         f"(at score {figures['threshold']:.3g})")
     verdict = "failed" if problems else "passed" if enough else "unverified"
-    if not enough:
+    if not enough and figures["boxes_compared"] == 0:
+        problems.append(f"no detection scoring >= {figures['threshold']:.3g} on the {figures['images']} parity "
+                        "image(s) to compare: does the model detect anything on this data (trained, and on images "
+                        "like these)?")
+    elif not enough:
         problems.append(f"only {figures['boxes_compared']} detection(s) scoring >= {figures['threshold']:.3g} on "
                         f"{figures['images']} parity image(s), fewer than parity.min_boxes {tol['min_boxes']}: "
                         "raise calibrate.parity_images or lower parity.min_boxes")

@@ -152,6 +152,9 @@ def test_prune_stage_in_the_pipeline(tmp_path):
     assert report["macs_reduction"] > 0.2 and report["recovery"]["mode"] == "distill"
     assert report["after_recovery"]["params"] < report["before"]["params"]
     row = [r for r in result.records if r["target"] == "onnxruntime"][0]
-    assert row["status"] == "passed" and row["parity_score_cosine"] > 0.9999  # the pruned graph exports exactly
+    assert row["parity_score_cosine"] > 0.9999 and row["parity_box_max_abs"] < 1e-3  # the graph exports exactly
+    # 20% pruned, then one distillation epoch on 16 images: mAP 0.805 -> 0.012 (measured), no detection left to
+    # compare, so the gate cannot verify the artifact and does not ship it (it used to pass on nothing)
+    assert row["status"] == "unverified" and "no detection" in row["reason"] and "artifact" not in row
     again = edgeopt.run(edgeopt.load_config(str(config)))
     assert again.cache_misses == []
