@@ -179,14 +179,24 @@ def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_dat
     assert report["recovery"]["mode"] == "distill"
     # distillation recovers accuracy, and the model still detects, so the parity below compares real boxes
     assert report["after_recovery"]["map50_95"] >= report["after_prune"]["map50_95"] + 0.02
-    failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]
-    assert not failed and len(result.records) == 2 * len(TARGETS)
-    parities = [json.loads((Path(r["artifact"]) / "edgeopt.json").read_text())["parity"] for r in result.records]
-    print(f"{arch} pruned: detections compared by parity per artifact "
+    assert len(result.records) == 2 * len(TARGETS)
+    parities = [_cached_manifest(result, r)["parity"] for r in result.records]
+    print(f"{arch} pruned: verdicts {[r['status'] for r in result.records]}, detections compared "
           f"{[(p['boxes_compared'], round(p['threshold'], 3)) for p in parities]}")
-    # every row compared real detections (a weak pruned model is judged at a lower score threshold, never on none)
-    assert all(p["boxes_compared"] >= p["tolerance"]["min_boxes"] for p in parities), parities
+    for row, par in zip(result.records, parities):  # the exports match the pruned model, number for number
+        tol = par["tolerance"]
+        assert par["score_cosine"] >= tol["min_score_cosine"] and par["box_max_abs"] <= tol["max_box_error"], row
+    if arch == "yolov8n":  # it still detects: every row compared real detections and passed
+        assert [r["status"] for r in result.records] == ["passed"] * len(result.records), result.records
+        assert all(p["boxes_compared"] >= p["tolerance"]["min_boxes"] for p in parities), parities
+    else:  # measured: the distilled YOLO11n (mAP 0.103) scores 0.002-0.042 at most on the 16 parity images, so
+        # no detection is left to compare; the gate says so instead of passing on nothing (as it once did)
+        assert [r["status"] for r in result.records] == ["unverified"] * len(result.records), result.records
 
+
+def _cached_manifest(result, row) -> dict:
+    """A row's bundle manifest in the cache (shipped or not)."""
+    return json.loads((result.output / "cache" / "export" / row["cache_key"] / "edgeopt.json").read_text())
 
 
 def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yolo, yolo_data, tmp_path):
@@ -215,13 +225,16 @@ def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yo
 
 
 def test_yolo26_end_to_end_where_supported(train_yolo, yolo_data, tmp_path):
-    checkpoint = train_yolo("yolo26n", 25)  # 10 epochs left no score >= 0.05: nothing for parity to judge
+    """Which head each target exports. Measured: 10 or 25 epochs on 64 images leave YOLO26n at mAP 0 with no score
+    >= 0.05, so its rows are unverified (the gate has nothing to compare); the head choice is read from the
+    manifests the export wrote. Judging the two heads by accuracy needs a trained YOLO26 (issue: head choice)."""
+    checkpoint = train_yolo("yolo26n", 10)
     cfg = write_config(tmp_path / "e2e.yaml", checkpoint, yolo_data, ["calibrate", "quantize", "export"])
     result = run_pipeline(load_config(cfg))
-    failed = [f"{r['target']} {r['precision']}: {r['reason']}" for r in result.records if r["status"] != "passed"]
-    assert not failed
+    assert {r["status"] for r in result.records} <= {"passed", "unverified"}, result.records
+    manifests = {(r["target"], r["precision"]): _cached_manifest(result, r) for r in result.records}
     for target in TARGETS:
-        manifest = json.loads((result.output / "artifacts" / f"{target}-fp32" / "edgeopt.json").read_text())
+        manifest = manifests[(target, "fp32")]
         head = manifest["head"]
         if target == "ncnn":
             assert head["exported"] == "one-to-many + NMS" and "pnnx" in head["reason"]
@@ -229,6 +242,7 @@ def test_yolo26_end_to_end_where_supported(train_yolo, yolo_data, tmp_path):
         else:
             assert head["exported"].startswith("end-to-end")
             assert manifest["output"]["decoder"]["layout"] == "end2end"
+        assert manifest["parity"]["score_cosine"] >= manifest["parity"]["tolerance"]["min_score_cosine"]
 
 
 def test_real_segmentation_checkpoint_is_refused(yolo_env):
