@@ -121,7 +121,10 @@ def test_run_py_bad_inputs_are_one_line_errors(shipped, tmp_path):
     assert proc.returncode == 2 and "edgeopt.json" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_disk_full_while_shipping_is_a_clear_error_and_leaves_no_partial_copy(shipped, monkeypatch, capsys):
+@pytest.mark.parametrize("code, text", [("ENOSPC", "No space left on device"),
+                                        ("EROFS", "Read-only file system")])  # root cannot make a real one
+def test_disk_full_while_shipping_is_a_clear_error_and_leaves_no_partial_copy(shipped, monkeypatch, capsys, code,
+                                                                              text):
     import errno
 
     from edgeopt.cli import main
@@ -132,7 +135,7 @@ def test_disk_full_while_shipping_is_a_clear_error_and_leaves_no_partial_copy(sh
     def full(src, dst, **kwargs):
         Path(dst).mkdir(parents=True)
         (Path(dst) / "half-written").write_bytes(b"x")
-        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        raise OSError(getattr(errno, code), text, str(dst))
 
     monkeypatch.setattr(shutil, "copytree", full)
     monkeypatch.setattr(sys, "argv", ["edgeopt", "run", str(cfg)])
@@ -140,5 +143,5 @@ def test_disk_full_while_shipping_is_a_clear_error_and_leaves_no_partial_copy(sh
         main()
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert "No space left on device" in err and "Traceback" not in err
+    assert text in err and "Traceback" not in err
     assert not [p for p in artifacts.iterdir() if ".tmp-" in p.name]  # the partial copy was removed
