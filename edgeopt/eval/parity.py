@@ -10,7 +10,7 @@ threshold or lower when the reference finds too few boxes there, so a low-scorin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 
@@ -24,16 +24,6 @@ MIN_ROWS = 10  # ... but at least the best rows are compared, so a model scoring
 SCORE_MARGIN = 0.05
 LOWEST_THRESHOLD = 0.05  # box agreement is never judged on detections scoring below this
 MIN_BOXES = 5
-
-
-@dataclass(frozen=True)
-class PairedOutput:
-    """One image's reference and artifact outputs, split into boxes ``(N, 4)`` and class scores ``(N, C)``."""
-
-    ref_boxes: np.ndarray
-    ref_scores: np.ndarray
-    got_boxes: np.ndarray
-    got_scores: np.ndarray
 
 
 def box_agreement(ref: Detections, got: Detections, threshold: float, margin: float = 0.0,
