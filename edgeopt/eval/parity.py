@@ -124,7 +124,9 @@ def parity(reference: Callable[[np.ndarray], np.ndarray], artifact: Callable[[np
     ``box_agreement``), and how many detections it counted (``boxes_compared``).
     """
     pairs = pair_outputs(reference, artifact, images, decoder.layout)
-    lowest = replace(decoder, score_threshold=LOWEST_THRESHOLD * (1 - margin / DEPLOY_DECODER.score_threshold))
+    # decoded once, down to the lowest floor agreement may be judged at (the lowest threshold minus its scaled
+    # margin); NMS never lets a lower score suppress a higher one, so the detections above are the same
+    lowest = replace(decoder, score_threshold=LOWEST_THRESHOLD * (1 - margin / decoder.score_threshold))
     decoded = [(decode(a, input_size, lowest), decode(b, input_size, lowest)) for a, b in pairs]
     threshold = agreement_threshold([ref for ref, _ in decoded], decoder.score_threshold, min_boxes)
     scaled_margin = margin * threshold / decoder.score_threshold
