@@ -119,7 +119,8 @@ def _onnx_file(tmp_path, model, size=96, pixels=True):
 
 def test_onnx_source_matches_the_torch_model(tmp_path):
     pytest.importorskip("onnxruntime")
-    path = _onnx_file(tmp_path, load_detector().eval())  # trained: its detections give parity something to judge
+    model = load_detector().eval()
+    path = _onnx_file(tmp_path, model)
     det = load_model(ModelConfig(source=str(path), class_names=list(NAMES)))
     assert det.kind == "onnx" and det.input_size == 96
     x = np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32)
