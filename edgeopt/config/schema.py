@@ -172,8 +172,9 @@ class ParityConfig(Strict):
     max_box_error: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["max_box_error"]))
     min_box_agreement: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["min_box_agreement"]))
     max_map_drop: dict[str, float] = Field(default_factory=lambda: dict(TOLERANCES["max_map_drop"]), description=(
-        "mAP50-95 points (0-100 scale) each precision may lose against the reference model on the validation set; "
-        "a row over it is failed and not shipped (judged when the benchmark computes mAP)"))
+        "mAP50-95 points (0-100 scale) each precision may lose against the torch model it was exported from (the "
+        "pruned one when pruning ran) on the validation set; a row over it is failed and not shipped (judged when "
+        "the benchmark computes mAP)"))
     min_boxes: int = Field(5, ge=1, description=(
         "Detections box agreement must count over the parity images; with fewer at the 0.25 deploy threshold it "
         "is judged at a lower one (down to 0.05), and with fewer still the artifact is 'unverified', not shipped"))

@@ -67,7 +67,8 @@ def _plot(records: list[dict[str, Any]], path: Path) -> bool:
     front = pareto_front(records)
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in pts:
-        ax.scatter(r["latency_ms_median"], r["map50_95"], color="tab:blue" if r["status"] in ("passed", "reference") else "tab:red")
+        shipped = r["status"] in ("passed", "reference")
+        ax.scatter(r["latency_ms_median"], r["map50_95"], color="tab:blue" if shipped else "tab:red")
         ax.annotate(f"{r['target']} {r['precision']}", (r["latency_ms_median"], r["map50_95"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     if len(front) > 1:

@@ -15,8 +15,8 @@ from helpers import write_config
 from edgeopt.core.manifest import verify_bundle
 
 REQUIRED = {"target", "precision", "device", "latency_ms_median", "latency_ms_p90", "map50_95", "map50",
-            "map50_95_drop", "size_bytes", "parity_score_cosine", "parity_score_max_abs", "parity_box_max_abs", "parity_box_agreement", "parity_boxes_compared", "status",
-            "reason"}
+            "map50_95_drop", "size_bytes", "parity_score_cosine", "parity_score_max_abs", "parity_box_max_abs",
+            "parity_box_agreement", "parity_boxes_compared", "status", "reason"}
 
 
 @pytest.fixture(scope="module")
