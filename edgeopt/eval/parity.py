@@ -107,8 +107,6 @@ def agreement_threshold(ref_detections: list[Detections], deploy: float, min_box
     ``LOWEST_THRESHOLD``) when the reference finds fewer than ``min_boxes`` boxes there, so that a weak or
     briefly trained model is compared on boxes it does find rather than passing on none."""
     scores = np.sort(np.concatenate([d.scores for d in ref_detections] or [np.zeros(0)]))[::-1]
-    if len(scores) >= min_boxes and scores[min_boxes - 1] >= deploy:
-        return deploy
     kth = scores[min(min_boxes, len(scores)) - 1] if len(scores) else 0.0
     return float(np.clip(kth, LOWEST_THRESHOLD, deploy))
 

@@ -84,11 +84,11 @@ def test_bf16_rounding_stays_within_the_bf16_tolerance(contract_detector, calib)
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
-def test_bundle_run_py_detects_what_the_model_detects(name, contract_detector, tmp_path):
+def test_bundle_run_py_detects_what_the_model_detects(name, contract_detector, calib, tmp_path):
     """run.py on its own (no edgeopt, no torch) finds the torch model's detections of the same image."""
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    export_bundle(get_target(name), contract_detector, "fp32", QuantPlan(), _images(), bundle, default_options(name),
+    export_bundle(get_target(name), contract_detector, "fp32", QuantPlan(), calib, bundle, default_options(name),
                   ParityConfig(), {})
     image = tmp_path / "img.jpg"
     image.write_bytes(render_image(9, "val", 0)[0])
@@ -104,16 +104,6 @@ def test_bundle_run_py_detects_what_the_model_detects(name, contract_detector, t
     stats = json.loads(bench.stdout)
     assert stats["runs"] == 50 and 0 < stats["latency_ms_min"] <= stats["latency_ms_median"] <= stats["latency_ms_p90"]
     assert 0 < stats["peak_rss_mb"] < 2000
-
-
-def _images():
-    """A calibration set for an fp32 export (only its parity images are used)."""
-    import io
-
-    from edgeopt.core.quant import CalibrationSet
-
-    arr = np.stack([letterbox_image(Image.open(io.BytesIO(render_image(5, "val", i)[0])), SIZE)[0] for i in range(4)])
-    return CalibrationSet(arr, arr, {}, None)
 
 
 def _torch_detections(detector, image_path, score: float) -> list[dict]:
