@@ -153,7 +153,8 @@ def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
     row = {"target": bundle.target.name, "precision": bundle.precision, "device": ctx.device.name,
            "status": par["verdict"], "reason": "; ".join(par["problems"]),
            "size_bytes": sum((bundle.path / f).stat().st_size for f in manifest.model_files),
-           **{f"parity_{k}": par[k] for k in PARITY_COLUMNS}, "cache_key": bundle.path.name}
+           **{f"parity_{k}": par[k] for k in PARITY_COLUMNS}, "cache_key": bundle.path.name,
+           "head": manifest.head.get("variant")}
     bench = ctx.bench.get(bundle.path.name)
     if bench is not None:
         row.update({k: v for k, v in bench.items() if k != "per_class"})

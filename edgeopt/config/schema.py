@@ -39,6 +39,11 @@ class ModelConfig(Strict):
         "then class scores in [0, 1]), 'yolo_normalized' (boxes divided by the input size), 'end2end' "
         "((1, K, 6): x1 y1 x2 y2 in pixels, score, class), or 'package.module:function' (torch code mapping the "
         "module's output to the 'yolo' layout, traced into every export)"))
+    head: Literal["auto", "end2end", "nms"] = Field("auto", description=(
+        "For a detector with two heads (a one-to-one branch beside the one-to-many one): 'end2end' (one-to-one, no NMS), 'nms' (one-to-many + "
+        "NMS), or 'auto': both are scored on the validation set and the end-to-end head is exported when it is "
+        "within parity.max_map_drop.fp32 of the better one (without a labelled validation set: the head the "
+        "checkpoint was saved with). A runtime that cannot run the end-to-end head exports 'nms' regardless"))
     class_names: list[str] | None = Field(None, description=(
         "Class names, for sources that do not carry them (default: from the checkpoint or ONNX metadata, "
         "else the validation set)"))

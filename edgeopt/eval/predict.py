@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from edgeopt.data.dataset import DetectionDataset, load_image
 from edgeopt.bundle.letterbox import Letterbox, letterbox_image
 from edgeopt.bundle.decode import DecoderConfig, Detections, decode
+from edgeopt.eval.coco_map import coco_map
 
 # decoder settings for mAP: keep low-score boxes so the precision-recall curve is complete
 EVAL_DECODER = DecoderConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=300, multi_label=True)
@@ -52,3 +54,13 @@ def predict(
     if pending:
         flush()
     return results
+
+
+def validation_map(infer: Callable[[np.ndarray], np.ndarray], validation: DetectionDataset, size: int,
+                   decoder: DecoderConfig, batch: int = 1,
+                   progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """mAP50-95, mAP50 and per-class figures of ``infer`` on ``validation`` through the model's own decoder
+    at the mAP settings."""
+    metrics = coco_map(validation, predict(infer, validation, size, eval_decoder(decoder), batch=batch,
+                                           progress=progress))
+    return {"map50_95": metrics["map50_95"], "map50": metrics["map50"], "per_class": metrics["per_class"]}

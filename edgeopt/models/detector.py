@@ -22,6 +22,8 @@ DEFAULT_SIZE = 320
 INPUT_NAME = "images"  # the input and output names of every graph edgeopt writes or prepares
 OUTPUT_NAME = "output"
 END2END_DECODER = DecoderConfig(layout="end2end", box_format="xyxy", max_detections=300)
+NMS_HEAD = "one-to-many + NMS"  # what the manifest says of each head exported
+END2END_HEAD = "end-to-end (one-to-one head, top-K in graph, no NMS)"
 
 
 @dataclass(frozen=True)
@@ -137,13 +139,28 @@ class Detector:
         """The same detector around another module (e.g. pruned); ``tag`` identifies the change in the key."""
         return replace(self, model=module, source=f"{self.source} ({tag})", key=stable_hash(self.key, tag))
 
-    def for_heads(self, heads: tuple[str, ...], reason: str | None) -> tuple[Detector, dict[str, Any]]:
-        """The variant to export for a runtime that runs ``heads``, and the head choice to record (``reason``:
-        why the runtime lacks the end-to-end head, if it does)."""
+    def heads(self) -> dict[str, Detector]:
+        """The detector under each head it can be exported with (``nms``: itself; ``end2end``: the one-to-one
+        variant), or ``{}`` for a detector with one head."""
         if "end2end" not in self.variants:
-            return self, dict(self.head)
-        if "end2end" not in heads:
-            return self, {**self.head, "exported": "one-to-many + NMS", "reason": reason}
+            return {}
         variant = replace(self, model=self.variants["end2end"](self.model), decoder=END2END_DECODER,
                           key=stable_hash(self.key, "end2end"), variants={})
-        return variant, {**self.head, "exported": "end-to-end (one-to-one head, top-K in graph, no NMS)"}
+        return {"nms": self, "end2end": variant}
+
+    def for_heads(self, heads: tuple[str, ...], refusal: str | None,
+                  choice: dict[str, Any] | None = None) -> tuple[Detector, dict[str, Any]]:
+        """The variant to export for a runtime that runs ``heads``, and what to record about the head.
+
+        ``refusal``: why the runtime lacks the end-to-end head, if it does; ``choice``: the head chosen for this
+        model and why (``{"head": "end2end" | "nms", ...}``, recorded as given; default: end-to-end)."""
+        if "end2end" not in self.variants:
+            return self, dict(self.head)
+        choice = choice or {"head": "end2end", "reason": "no choice made: the end-to-end head by default"}
+        record = {**self.head, "choice": choice}
+        if "end2end" not in heads:
+            return self, {**record, "variant": "nms", "exported": NMS_HEAD, "reason": refusal}
+        if choice["head"] == "nms":
+            return self, {**record, "variant": "nms", "exported": NMS_HEAD, "reason": choice["reason"]}
+        return self.heads()["end2end"], {**record, "variant": "end2end", "exported": END2END_HEAD,
+                                         "reason": choice["reason"]}

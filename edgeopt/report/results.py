@@ -11,7 +11,7 @@ from rich.table import Table
 from edgeopt.core.cache import write_json_atomic
 
 PARITY_COLUMNS = ("score_cosine", "score_max_abs", "box_max_abs", "box_agreement", "boxes_compared")
-COLUMNS = ("target", "precision", "device", "status", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
+COLUMNS = ("target", "precision", "head", "device", "status", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
            "threads", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop",
            *(f"parity_{name}" for name in PARITY_COLUMNS), "reason", "artifact")
 

@@ -22,20 +22,13 @@ from edgeopt.core.contracts import Stage
 from edgeopt.core.progress import progress_bar
 from edgeopt.data.dataset import DetectionDataset
 from edgeopt.errors import DataError, DeviceError
-from edgeopt.eval.coco_map import coco_map
-from edgeopt.eval.predict import eval_decoder, predict
+from edgeopt.eval.predict import validation_map
 from edgeopt.models.detector import Detector
 from edgeopt.stages.context import Bundle
+from edgeopt.stages.heads import best_head, head_scores
 from edgeopt.stages.reference import reference_infer
 
 Progress = Callable[[int], None] | None
-
-
-def _map(infer: Callable[[np.ndarray], np.ndarray], validation: DetectionDataset, size: int,
-         decoder: DecoderConfig, batch: int, progress: Progress) -> dict[str, Any]:
-    metrics = coco_map(validation, predict(infer, validation, size, eval_decoder(decoder), batch=batch,
-                                           progress=progress))
-    return {"map50_95": metrics["map50_95"], "map50": metrics["map50"], "per_class": metrics["per_class"]}
 
 
 def bench_artifact(bundle: Bundle, device: Any, cfg: BenchmarkConfig, validation: DetectionDataset | None,
@@ -50,7 +43,7 @@ def bench_artifact(bundle: Bundle, device: Any, cfg: BenchmarkConfig, validation
         manifest = bundle.manifest
         session = bundle.target.open(bundle.path, manifest.to_dict(), cfg.threads)
         decoder = DecoderConfig(**manifest.output["decoder"])
-        record.update(_map(lambda x: session(x)[0], validation, manifest.input["size"], decoder, 1, progress))
+        record.update(validation_map(lambda x: session(x)[0], validation, manifest.input["size"], decoder, 1, progress))
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record
 
@@ -64,8 +57,9 @@ def map_drop_problem(drop: float | None, precision: str, budget: dict[str, float
 
 
 def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: DetectionDataset | None, out_dir: Path,
-                    progress: Progress = None) -> dict[str, Any]:
-    """The reference: in-process latency at the benchmark's threads, and mAP through the shared decoder."""
+                    progress: Progress = None, heads: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The reference: in-process latency at the benchmark's threads, and mAP through the shared decoder; for a
+    detector with two heads (``heads``: each head's figures), the mAP of its better head."""
     import torch
 
     previous = torch.get_num_threads()
@@ -75,9 +69,12 @@ def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: Detect
         x = np.full((1, 3, detector.input_size, detector.input_size), 114 / 255.0, np.float32)
         stats = latency_stats(time_calls(lambda: infer(x), cfg.warmup, cfg.runs))
         record: dict[str, Any] = {**stats, "threads": cfg.threads, "runs": cfg.runs}
-        if validation is not None and cfg.map:
+        if heads and cfg.map:
+            best = best_head(heads)
+            record.update(heads[best], head=best, heads_map50_95={name: s["map50_95"] for name, s in heads.items()})
+        elif validation is not None and cfg.map:
             reference = infer if detector.kind == "torch" else reference_infer(detector)
-            record.update(_map(reference, validation, detector.input_size, detector.decoder, 8, progress))
+            record.update(validation_map(reference, validation, detector.input_size, detector.decoder, 8, progress))
     finally:
         torch.set_num_threads(previous)
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
@@ -111,9 +108,10 @@ class BenchmarkStage(Stage):
     def run(self, ctx: Any, item: Bundle | None, out: Path) -> None:
         bcfg = ctx.config.benchmark
         name = "torch fp32 reference" if item is None else f"{item.target.name} {item.precision} on {ctx.device.name}"
+        heads = head_scores(ctx, ctx.original) if item is None and bcfg.map else None  # before the bar: own status
         with progress_bar(ctx.console, f"benchmark: {name}", self._images(ctx)) as advance:
             if item is None:
-                bench_reference(ctx.original, bcfg, ctx.validation, out, advance)
+                bench_reference(ctx.original, bcfg, ctx.validation, out, advance, heads)
             else:
                 bench_artifact(item, ctx.device, bcfg, ctx.validation, out, advance)
 

@@ -26,6 +26,7 @@ from edgeopt.errors import ConfigError, ExportError
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
 from edgeopt.models.detector import OUTPUT_DESCRIPTIONS, Detector
 from edgeopt.stages.context import Bundle
+from edgeopt.stages.heads import choose_head
 from edgeopt.stages.reference import reference_infer
 
 
@@ -144,10 +145,11 @@ class ExportStage(Stage):
 
     def items(self, ctx: Any) -> list[ExportItem]:
         items = []
+        choice = choose_head(ctx, ctx.detector)
         for section in ctx.config.targets:
             target = ctx.targets[section.name]
             caps = target.capabilities
-            variant, head = ctx.detector.for_heads(caps.heads, caps.refusals.get("end2end"))
+            variant, head = ctx.detector.for_heads(caps.heads, caps.refusals.get("end2end"), choice)
             items += [ExportItem(section, target, variant, head, p) for p in section.precisions]
         return items
 

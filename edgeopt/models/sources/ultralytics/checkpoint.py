@@ -58,7 +58,8 @@ def _import_ultralytics() -> None:
 
 def load_ultralytics(path: Path, trust_pickle: bool) -> tuple[nn.Module, dict[str, Any]]:
     """The ``DetectionModel`` of an Ultralytics checkpoint (float32, eval) and what the checkpoint says about it:
-    ``class_names``, ``input_size`` (training image size), ``end2end`` (has a one-to-one head), ``yaml``."""
+    ``class_names``, ``input_size`` (training image size), ``end2end`` (has a one-to-one head), ``saved_head``
+    (the head the checkpoint runs by its own flag, what Ultralytics' ``export()`` would write), ``yaml``."""
     globals_ = checkpoint_globals(path)
     check_detection(globals_, path)
     if not trust_pickle:
@@ -82,7 +83,8 @@ def load_ultralytics(path: Path, trust_pickle: bool) -> tuple[nn.Module, dict[st
     args = ckpt.get("train_args") or {}
     imgsz = args.get("imgsz", 640)
     info = {"class_names": class_names, "input_size": int(imgsz if isinstance(imgsz, int) else max(imgsz)),
-            "end2end": has_one2one(model.model[-1]), "yaml": getattr(model, "yaml", {}).get("yaml_file", "")}
+            "end2end": has_one2one(model.model[-1]), "yaml": getattr(model, "yaml", {}).get("yaml_file", ""),
+            "saved_head": "end2end" if getattr(model.model[-1], "end2end", False) else "nms"}
     return model, info
 
 

@@ -40,7 +40,8 @@ class UltralyticsSource(Source):
             raise ModelError(f"{path} was trained at {size} px, not a multiple of 32", hint="set model.input_size")
         module = UltralyticsDetector(model, size).eval()
         key = stable_hash("ultralytics", file_sha256(path), size)
-        head = {"family": "ultralytics", "yaml": info["yaml"], "end2end_capable": info["end2end"]}
+        head = {"family": "ultralytics", "yaml": info["yaml"], "end2end_capable": info["end2end"],
+                "saved_head": info["saved_head"]}
         return Detector(module, "torch", size, cfg.class_names or info["class_names"],
                         DecoderConfig(iou_threshold=NMS_IOU), source=str(path), key=key, head=head,
                         variants={"end2end": _end2end} if info["end2end"] else {},
