@@ -30,6 +30,7 @@ from edgeopt.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.models.sources import load_model
 from edgeopt.report.results import PARITY_COLUMNS, write_results
 from edgeopt.stages.context import Bundle, RunContext
+from edgeopt.stages.accuracy import search_problem
 from edgeopt.stages.benchmark import map_drop_problem
 from edgeopt.stages.reference import check_reference
 
@@ -161,6 +162,7 @@ def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
         if ctx.reference and ctx.reference.get("map50_95") is not None and bench.get("map50_95") is not None:
             row["map50_95_drop"] = ctx.reference["map50_95"] - bench["map50_95"]
     over_budget = map_drop_problem(_export_drop(ctx, bench), bundle.precision, ctx.config.parity.max_map_drop)
+    over_budget = over_budget or search_problem(manifest)
     if over_budget and row["status"] == "passed":
         row.update(status="failed", reason=over_budget)
     row["session_options"] = bundle.target.session_options(ctx.config.benchmark.threads, manifest.to_dict())

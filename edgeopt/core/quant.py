@@ -41,6 +41,7 @@ class QuantPlan:
     percentile: float = 99.999
     per_channel: bool = True
     keep_head_float: bool = True
+    head_float_depth: int = 1  # levels of convolutions from the outputs kept float with the head (see targets/graph)
     keep_float: list[str] = field(default_factory=list)
     channel_multiple: int = 8
     outlier_layers: list[str] = field(default_factory=list)

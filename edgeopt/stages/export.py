@@ -16,6 +16,7 @@ from typing import Any
 from rich.markup import escape
 
 from edgeopt.bundle import PACKAGE_NAME, source_files
+from edgeopt.bundle.decode import DecoderConfig
 from edgeopt.bundle.letterbox import PAD_VALUE
 from edgeopt.config.schema import ParityConfig
 from edgeopt.core.cache import stable_hash
@@ -24,8 +25,10 @@ from edgeopt.core.contracts import ExportResult, Stage, Target
 from edgeopt.core.manifest import Manifest, read_manifest, verify_bundle, write_manifest
 from edgeopt.errors import ConfigError, ExportError
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
+from edgeopt.eval.predict import validation_map
 from edgeopt.models.detector import OUTPUT_DESCRIPTIONS, Detector
 from edgeopt.stages.context import Bundle
+from edgeopt.stages.accuracy import export_to_budget, float_map
 from edgeopt.stages.heads import choose_head
 from edgeopt.stages.reference import reference_infer
 
@@ -142,6 +145,11 @@ class ExportStage(Stage):
                 raise ConfigError(f"int8 for '{section.name}' needs the 'calibrate' and 'quantize' stages")
         if "calibrate" not in ctx.config.stages:
             raise ConfigError("the 'export' stage needs the 'calibrate' stage (its parity images)")
+        int8 = any("int8" in section.precisions for section in ctx.config.targets)
+        if int8 and ctx.config.quantize.max_drop is not None and (ctx.validation is None
+                                                                   or not ctx.validation.labelled):
+            raise ConfigError("quantize.max_drop measures int8 mAP on the validation set, and there is no "
+                              "labelled one", hint="set data.validation to a labelled dataset, or drop max_drop")
 
     def items(self, ctx: Any) -> list[ExportItem]:
         items = []
@@ -157,10 +165,11 @@ class ExportStage(Stage):
         int8 = item.precision == "int8"
         code = self.code(*export_code(item.target))
         gate = ctx.config.parity.model_dump(exclude={"max_map_drop"})  # the mAP budget is judged after benchmark
+        budget = ctx.config.quantize.max_drop if int8 else None  # the search measures on the validation set
         return stable_hash("export", item.target.name, item.precision, item.section.options.model_dump(),
                            item.detector.key, item.head, ctx.calib_key if int8 else None,
                            ctx.plan.to_dict() if ctx.plan and int8 else None, gate,
-                           ctx.versions, code)
+                           (budget, ctx.data_key) if budget is not None else None, ctx.versions, code)
 
     def execute(self, ctx: Any) -> None:
         for item in self.items(ctx):
@@ -172,7 +181,9 @@ class ExportStage(Stage):
             key = self.key(ctx, item)
             self._drop_if_changed(ctx, key)
             try:
-                with ctx.console.status(f"export: {item.target.name} {item.precision}"):
+                budget = ctx.config.quantize.max_drop if item.precision == "int8" else None
+                search = f" to a {budget:g} pt mAP budget" if budget is not None else ""
+                with ctx.console.status(f"export: {item.target.name} {item.precision}{search}"):
                     path = ctx.cache.build(self.name, key, lambda d, i=item: self.run(ctx, i, d))
             except ExportError as exc:
                 ctx.records.append({**row, "status": "failed", "reason": str(exc)})
@@ -192,8 +203,22 @@ class ExportStage(Stage):
     def run(self, ctx: Any, item: ExportItem, out: Path) -> None:
         lineage = {"config_hash": ctx.config_hash, "model": item.detector.source, "model_key": item.detector.key,
                    "calibration_key": ctx.calib_key, "versions": ctx.versions}
-        export_bundle(item.target, item.detector, item.precision, ctx.plan, ctx.calib, out, item.section.options,
-                      ctx.config.parity, lineage, item.head)
+
+        def export(plan: Any) -> Manifest:
+            return export_bundle(item.target, item.detector, item.precision, plan, ctx.calib, out,
+                                 item.section.options, ctx.config.parity, lineage, item.head)
+
+        budget = ctx.config.quantize.max_drop
+        if item.precision != "int8" or budget is None:
+            export(ctx.plan)
+            return
+
+        def measure(manifest: Manifest) -> float:
+            session = item.target.open(out, manifest.to_dict(), threads=1)
+            decoder = DecoderConfig(**manifest.output["decoder"])
+            return validation_map(lambda x: session(x)[0], ctx.validation, manifest.input["size"], decoder)["map50_95"]
+
+        export_to_budget(export, measure, ctx.plan, budget, float_map(ctx, item.detector)["map50_95"], out)
 
     def load(self, ctx: Any, item: ExportItem, out: Path) -> None:
         ctx.bundles.append(Bundle(item.target, item.precision, out, read_manifest(out)))

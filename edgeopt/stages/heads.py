@@ -9,32 +9,19 @@ within the fp32 mAP budget of the better one. ``model.head`` forces either.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from edgeopt.core.cache import stable_hash
-from edgeopt.core.fingerprint import code_fingerprint
-from edgeopt.eval.predict import validation_map
-from edgeopt.models.detector import Detector, torch_infer
+from edgeopt.models.detector import Detector
+from edgeopt.stages.accuracy import float_map
 
 
 def head_scores(ctx: Any, detector: Detector) -> dict[str, dict[str, Any]] | None:
-    """mAP50-95, mAP50 and per-class figures of each head of ``detector`` on the validation set, computed once
-    per (model, data, code) in the cache; None when it has one head or there is no labelled validation set."""
+    """mAP50-95, mAP50 and per-class figures of each head of ``detector`` on the validation set (each cached);
+    None when it has one head or there is no labelled validation set."""
     heads = detector.heads()
-    validation = ctx.validation
-    if not heads or detector.kind != "torch" or validation is None or not validation.labelled:
+    if not heads or ctx.validation is None or not ctx.validation.labelled:
         return None
-    key = stable_hash("heads", detector.key, ctx.data_key, code_fingerprint([__name__]))
-
-    def score(out: Any) -> None:
-        scores = {name: validation_map(torch_infer(head.module), validation, head.input_size, head.decoder, 8)
-                  for name, head in heads.items()}
-        (out / "heads.json").write_text(json.dumps(scores, indent=2))
-
-    with ctx.console.status(f"scoring the heads of {detector.source} on the validation set"):
-        path = ctx.cache.build("heads", key, score)
-    return json.loads((path / "heads.json").read_text())
+    return {name: float_map(ctx, head) for name, head in heads.items()}
 
 
 def choose_head(ctx: Any, detector: Detector) -> dict[str, Any] | None:

@@ -25,29 +25,35 @@ def is_projection(kernel: tuple[int, int, int] | None) -> bool:
 
 def head_tail(outputs: Iterable[Node], parents: Callable[[Node], Iterable[Node]], is_conv: Callable[[Node], bool],
               ident: Callable[[Node], Hashable],
-              kernel: Callable[[Node], tuple[int, int, int] | None] = lambda n: None) -> tuple[list[Node], list[Node]]:
-    """(last convolutions, decode nodes): walk back from ``outputs``, stopping at each convolution that is not a
-    projection (see :func:`is_projection`; ``kernel`` gives a node's (out, h, w) where the format knows it)."""
+              kernel: Callable[[Node], tuple[int, int, int] | None] = lambda n: None,
+              depth: int = 1) -> tuple[list[Node], list[Node]]:
+    """(convolutions, other nodes): walk back from ``outputs`` through ``depth`` levels of convolutions that are
+    not projections (see :func:`is_projection`; ``kernel`` gives a node's (out, h, w) where the format knows it).
+    At depth 1 these are the head's last convolutions and the decode after them; each further level adds the
+    convolutions feeding those and every node in between."""
     convs: list[Node] = []
-    decode: list[Node] = []
+    others: list[Node] = []
     seen: set[Hashable] = set()
-    stack = list(outputs)
+    stack = [(node, 0) for node in outputs]
     while stack:
-        node = stack.pop()
+        node, level = stack.pop(0)  # breadth first: a node reached at two levels counts at the nearer one
         if ident(node) in seen:
             continue
         seen.add(ident(node))
         if is_conv(node) and not is_projection(kernel(node)):
             convs.append(node)
+            if level + 1 < depth:
+                stack.extend((parent, level + 1) for parent in parents(node))
             continue
-        decode.append(node)
-        stack.extend(parents(node))
-    return convs, decode
+        others.append(node)
+        stack.extend((parent, level) for parent in parents(node))
+    return convs, others
 
 
-def kept_float(plan: Any, head_tail_names: Callable[[], Iterable[str]], names: Iterable[str]) -> list[str]:
-    """The names a target's quantizer keeps float under ``plan``: the head's tail (``head_tail_names``, called
-    only when the plan keeps it) and every name matching one of the plan's ``keep_float`` regexes."""
-    kept = set(head_tail_names()) if plan.keep_head_float else set()
+def kept_float(plan: Any, head_tail_names: Callable[[int], Iterable[str]], names: Iterable[str]) -> list[str]:
+    """The names a target's quantizer keeps float under ``plan``: the head's tail to the plan's depth
+    (``head_tail_names(depth)``, called only when the plan keeps it) and every name matching one of the plan's
+    ``keep_float`` regexes."""
+    kept = set(head_tail_names(plan.head_float_depth)) if plan.keep_head_float else set()
     kept |= {n for n in names if any(re.search(p, n) for p in plan.keep_float)}
     return sorted(kept)

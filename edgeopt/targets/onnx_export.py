@@ -47,7 +47,7 @@ def export_onnx(detector: Detector, path: Path, simplify: bool = True) -> Path:
     return path
 
 
-def head_tail_nodes(model) -> tuple[list[str], list[str]]:
+def head_tail_nodes(model, depth: int = 1) -> tuple[list[str], list[str]]:
     """The final convolutions feeding the outputs and the decode nodes after them (names).
 
     Walks back from each graph output, stopping at Conv nodes: these are the head's last convolutions, and
@@ -64,5 +64,5 @@ def head_tail_nodes(model) -> tuple[list[str], list[str]]:
                               parents=lambda n: [producer[i] for i in n.input if i in producer],
                               is_conv=lambda n: n.op_type == "Conv",
                               ident=lambda n: n.output[0],  # names may be empty; outputs are unique
-                              kernel=kernel)
+                              kernel=kernel, depth=depth)
     return [n.name for n in convs], [n.name for n in decode]

@@ -1,9 +1,11 @@
 """Ultralytics YOLO checkpoints end to end (runs in .venv-ultralytics; skipped where Ultralytics is missing).
 
-YOLOv8n, YOLO11n and YOLO26n are built from Ultralytics' own yaml files and trained briefly on a generated
+YOLOv8n and YOLO11n are built from Ultralytics' own yaml files and trained briefly on a generated
 dataset (nothing downloaded); the checkpoints Ultralytics writes are what edgeopt loads. The dataset is the
 generator's ``easy`` difficulty: on the hard one a few minutes of training from scratch leave mAP50-95 ~0.05 and
-scores near the threshold, and such a model says little about int8 or pruning.
+scores near the threshold, and such a model says little about int8 or pruning. YOLO26n needs far longer to
+learn (10 to 25 epochs leave it at mAP 0), so the one trained by Ultralytics for 100 epochs on the same data ships
+in tests/models/data (scripts/make_yolo26_fixture.py).
 """
 
 from __future__ import annotations
@@ -224,25 +226,56 @@ def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yo
     assert manifest["class_names"][0] == "circle"
 
 
-def test_yolo26_end_to_end_where_supported(train_yolo, yolo_data, tmp_path):
-    """Which head each target exports. Measured: 10 or 25 epochs on 64 images leave YOLO26n at mAP 0 with no score
-    >= 0.05, so its rows are unverified (the gate has nothing to compare); the head choice is read from the
-    manifests the export wrote. Judging the two heads by accuracy needs a trained YOLO26 (issue: head choice)."""
-    checkpoint = train_yolo("yolo26n", 10)
-    cfg = write_config(tmp_path / "e2e.yaml", checkpoint, yolo_data, ["calibrate", "quantize", "export"])
-    result = run_pipeline(load_config(cfg))
-    assert {r["status"] for r in result.records} <= {"passed", "unverified"}, result.records
-    manifests = {(r["target"], r["precision"]): _cached_manifest(result, r) for r in result.records}
+# A YOLO26n trained by Ultralytics for 100 epochs on ``yolo_data`` (scripts/make_yolo26_fixture.py): its one-to-many
+# head scores ~7 points above its end-to-end head, and its own flag names the one-to-many head.
+YOLO26_CHECKPOINT = Path(__file__).parent / "data" / "yolo26n_shapes.pt"
+
+
+def run_yolo26(yolo_data: Path, out: Path, head: str, precisions: list[str], **extra):
+    cfg = write_config(out / f"yolo26-{head}.yaml", YOLO26_CHECKPOINT, yolo_data,
+                       ["calibrate", "quantize", "export", "benchmark"],
+                       model={"source": str(YOLO26_CHECKPOINT), "trust_pickle": True, "head": head},
+                       targets=[{"name": t, "precisions": precisions} for t in TARGETS], **extra)
+    return run_pipeline(load_config(cfg))
+
+
+@pytest.mark.timeout(1800)  # eight exports (two TFLite int8 searches) and their mAP: ~6 min, more when loaded
+def test_yolo26_head_is_chosen_by_measurement_and_every_row_keeps_its_accuracy(yolo_data, tmp_path):
+    """Both heads scored; the better one-to-many head is exported on every target (ONNX Runtime, OpenVINO and
+    TFLite could run the end-to-end one); fp32 within 0.5 pt and int8 (searched to a 1.0 pt budget) within 1.0 pt
+    of the reference, which is scored with its better head."""
+    result = run_yolo26(yolo_data, tmp_path, "auto", ["fp32", "int8"], quantize={"max_drop": 1.0})
+    rows = {(r["target"], r["precision"]): r for r in result.records}
+    reference = rows[("torch", "fp32")]
+    scores = reference["heads_map50_95"]
+    print(f"YOLO26n heads mAP50-95 {scores}; rows "
+          f"{[(t, p, r['status'], r.get('map50_95_drop')) for (t, p), r in rows.items()]}")
+    assert scores["nms"] - scores["end2end"] > 0.03 and reference["head"] == "nms"
+    assert reference["map50_95"] == scores["nms"]
     for target in TARGETS:
-        manifest = manifests[(target, "fp32")]
-        head = manifest["head"]
-        if target == "ncnn":
-            assert head["exported"] == "one-to-many + NMS" and "pnnx" in head["reason"]
+        for precision, budget in (("fp32", 0.005), ("int8", 0.010)):
+            row = rows[(target, precision)]
+            assert row["status"] == "passed" and row["head"] == "nms", row
+            assert row["map50_95_drop"] <= budget, row
+        head = _cached_manifest(result, rows[(target, "fp32")])["head"]
+        assert head["choice"]["head"] == "nms" and head["choice"]["map50_95"] == scores
+        assert "over the fp32 budget" in head["choice"]["reason"] and head["saved_head"] == "nms"
+
+
+def test_yolo26_forced_end_to_end_head_is_faithful_but_fails_the_map_budget(yolo_data, tmp_path):
+    """The case that shipped green before: the end-to-end export matches its torch head (parity passes) and is
+    ~7 points less accurate than the model, so the mAP budget fails it; ncnn cannot convert that head and exports
+    the one-to-many one, which passes."""
+    result = run_yolo26(yolo_data, tmp_path, "end2end", ["fp32"])
+    for row in (r for r in result.records if r["status"] != "reference"):
+        manifest = _cached_manifest(result, row)
+        assert manifest["parity"]["verdict"] == "passed", row
+        if row["target"] == "ncnn":
+            assert row["head"] == "nms" and "pnnx" in manifest["head"]["reason"] and row["status"] == "passed"
             assert manifest["output"]["decoder"]["layout"] == "dense"
         else:
-            assert head["exported"].startswith("end-to-end")
-            assert manifest["output"]["decoder"]["layout"] == "end2end"
-        assert manifest["parity"]["score_cosine"] >= manifest["parity"]["tolerance"]["min_score_cosine"]
+            assert row["head"] == "end2end" and manifest["output"]["decoder"]["layout"] == "end2end"
+            assert row["status"] == "failed" and "parity.max_map_drop" in row["reason"], row
 
 
 def test_real_segmentation_checkpoint_is_refused(yolo_env):

@@ -73,7 +73,7 @@ def test_the_worse_end_to_end_head_is_measured_and_not_exported(tmp_path, monkey
     head = json.loads((Path(row["artifact"]) / "edgeopt.json").read_text())["head"]
     assert head["variant"] == "nms" and head["choice"]["map50_95"] == scores
     assert "over the fp32 budget" in head["choice"]["reason"]
-    assert not any(m.startswith("heads/") for m in run(tmp_path).cache_misses)  # scored once, then cached
+    assert not any(m.startswith("float-map/") for m in run(tmp_path).cache_misses)  # scored once, then cached
 
 
 def test_a_forced_head_is_exported_and_judged_by_the_map_budget(tmp_path, monkeypatch):

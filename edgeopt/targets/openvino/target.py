@@ -27,7 +27,7 @@ def cpu_supports_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def head_tail_names(model) -> list[str]:
+def head_tail_names(model, depth: int = 1) -> list[str]:
     """Friendly names of the final Convolutions feeding the outputs and the decode nodes after them."""
     def kernel(node) -> tuple[int, int, int] | None:
         shape = list(node.input_value(1).get_partial_shape().to_shape())
@@ -37,7 +37,7 @@ def head_tail_names(model) -> list[str]:
                               parents=lambda n: [v.get_node() for v in n.input_values()
                                                  if v.get_node().get_type_name() not in ("Constant", "Parameter")],
                               is_conv=lambda n: n.get_type_name() == "Convolution",
-                              ident=lambda n: n.get_friendly_name(), kernel=kernel)
+                              ident=lambda n: n.get_friendly_name(), kernel=kernel, depth=depth)
     return [n.get_friendly_name() for n in decode + convs]
 
 
@@ -106,7 +106,7 @@ class OpenVinoTarget(Target):
     def _quantize(model, plan, calib, options: Any):
         import nncf
 
-        ignored = kept_float(plan, lambda: head_tail_names(model), (op.get_friendly_name() for op in model.get_ops()))
+        ignored = kept_float(plan, lambda depth: head_tail_names(model, depth), (op.get_friendly_name() for op in model.get_ops()))
         preset_name = options.preset
         presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
         subset = options.subset_size or len(calib.images)

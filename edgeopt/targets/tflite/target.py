@@ -77,7 +77,7 @@ def _ops(model_path: Path) -> tuple[list[dict], list[dict], list[int]]:
     return ops, tensors, outputs
 
 
-def head_tail_tensors(model_path: Path) -> list[str]:
+def head_tail_tensors(model_path: Path, depth: int = 1) -> list[str]:
     """Output tensor names of the final CONV_2D ops feeding the outputs and of the decode ops after them."""
     ops, tensors, outputs = _ops(model_path)
     names = {t["index"]: t["name"] for t in tensors}
@@ -91,7 +91,7 @@ def head_tail_tensors(model_path: Path) -> list[str]:
     convs, decode = head_tail((producer[o] for o in outputs if o in producer),
                               parents=lambda op: [producer[i] for i in op["inputs"] if i in producer],
                               is_conv=lambda op: op["op_name"] == "CONV_2D", ident=lambda op: op["index"],
-                              kernel=kernel)
+                              kernel=kernel, depth=depth)
     return [names[o] for op in decode + convs for o in op["outputs"]]
 
 
@@ -223,7 +223,7 @@ def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str, input_
     q = _quantizer(float_path)
     q.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=8,
                         weight_num_bits=8, weight_granularity=granularity)
-    kept = kept_float(plan, lambda: head_tail_tensors(float_path), (t["name"] for t in interpreter.get_tensor_details()))
+    kept = kept_float(plan, lambda depth: head_tail_tensors(float_path, depth), (t["name"] for t in interpreter.get_tensor_details()))
     if kept:  # later configs win: these ops stay float
         scope = "^(?:" + "|".join(re.escape(n) for n in kept) + ");$"
         q.update_quantization_recipe(regex=scope, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
