@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-python -m pytest -q -rs "$@"
+python -m pytest -q -rs -n auto --dist loadfile "$@"  # one file per worker: its module fixtures stay shared
 if [ "${CI:-}" = "true" ] || [ -x .venv-ultralytics/bin/python ]; then
     bash scripts/setup_ultralytics.sh
     if [ "${CI:-}" = "true" ]; then

@@ -162,7 +162,9 @@ def test_int8_passes_parity_and_keeps_map(arch, target, plain_run):
 
 
 @pytest.mark.timeout(1800)  # prune, distil and eight exports: ~10 min alone, over 900 s on a loaded machine
-@pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
+# YOLO11n is marked slow (run with -m slow): its pruned model has nothing left to compare (every row unverified,
+# asserted below), and its ~9 minutes kept CI over its time budget
+@pytest.mark.parametrize("arch", ["yolov8n", pytest.param("yolo11n", marks=pytest.mark.slow)])
 def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_data, tmp_path):
     """C2f/C3k2 normalised, head and attention kept, distilled without Ultralytics' trainer, then every target."""
     pruned = write_config(tmp_path / "pruned.yaml", train_yolo(arch, 40), yolo_data,
