@@ -14,7 +14,9 @@ if [ "${CI:-}" = "true" ] || [ -x .venv-ultralytics/bin/python ]; then
         export EDGEOPT_REQUIRE_ULTRALYTICS=1  # in CI these tests must run, never skip
     fi
     status=0
-    .venv-ultralytics/bin/python -m pytest -q -rs tests/models/test_ultralytics.py "$@" || status=$?
+    # two workers, the tests of each model together (each worker trains only the models it tests)
+    .venv-ultralytics/bin/python -m pytest -q -rs -n 2 --dist loadgroup tests/models/test_ultralytics.py "$@" \
+        || status=$?
     # exit 5 = no test selected: expected when the arguments select other tests (e.g. -m slow)
     if [ "$status" -ne 0 ] && ! { [ "$status" -eq 5 ] && [ "$#" -gt 0 ]; }; then
         exit "$status"

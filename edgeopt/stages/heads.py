@@ -27,7 +27,7 @@ def head_scores(ctx: Any, detector: Detector) -> dict[str, dict[str, Any]] | Non
 def choose_head(ctx: Any, detector: Detector) -> dict[str, Any] | None:
     """The head to export and why, with the figures it was chosen on: ``{"head", "reason", "map50_95"}``; None
     for a detector with one head."""
-    if not detector.heads():
+    if "end2end" not in detector.variants:  # one head (asked without building the other head's copy)
         return None
     forced = ctx.config.model.head
     if forced != "auto":

@@ -38,6 +38,15 @@ SIZE = 160
 TARGETS = ["onnxruntime", "openvino", "tflite", "ncnn"]
 
 
+def by_model(arch: str, *marks) -> pytest.param:
+    """``arch`` as a test parameter, grouped with every test of that model: run with ``-n 2 --dist loadgroup``
+    (scripts/test.sh), each worker trains only the models of the groups it runs."""
+    return pytest.param(arch, marks=[pytest.mark.xdist_group(arch), *marks])
+
+
+ARCHS = [by_model("yolov8n"), by_model("yolo11n")]
+
+
 @pytest.fixture(scope="session")
 def yolo_env(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ultralytics")
@@ -110,6 +119,7 @@ def write_config(path: Path, checkpoint: Path, data: Path, stages: list[str], **
     return path
 
 
+@pytest.mark.xdist_group("yolov8n")
 def test_wrapper_output_is_ultralytics_prediction(train_yolo):
     det = load_model(ModelConfig(source=str(train_yolo("yolov8n", 40)), trust_pickle=True))
     assert det.input_size == SIZE and det.class_names[0] == "circle"
@@ -140,7 +150,7 @@ def plain_run(train_yolo, yolo_data, tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_fp32_on_every_runtime_scores_like_ultralytics_val(arch, plain_run, train_yolo, yolo_data, tmp_path):
     rows = plain_run(arch)
     own_metric, theirs = ultralytics_val(train_yolo(arch, 40), yolo_data, tmp_path)
@@ -153,7 +163,7 @@ def test_fp32_on_every_runtime_scores_like_ultralytics_val(arch, plain_run, trai
         assert abs(value - theirs) <= 0.010, f"{target}: {value:.4f} vs Ultralytics {theirs:.4f}"
 
 
-@pytest.mark.parametrize("arch", ["yolov8n", "yolo11n"])
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("target", TARGETS)
 def test_int8_passes_parity_and_keeps_map(arch, target, plain_run):
     row = plain_run(arch)[(target, "int8")]
@@ -164,7 +174,7 @@ def test_int8_passes_parity_and_keeps_map(arch, target, plain_run):
 @pytest.mark.timeout(1800)  # prune, distil and eight exports: ~10 min alone, over 900 s on a loaded machine
 # YOLO11n is marked slow (run with -m slow): its pruned model has nothing left to compare (every row unverified,
 # asserted below), and its ~9 minutes kept CI over its time budget
-@pytest.mark.parametrize("arch", ["yolov8n", pytest.param("yolo11n", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("arch", [by_model("yolov8n"), by_model("yolo11n", pytest.mark.slow)])
 def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_data, tmp_path):
     """C2f/C3k2 normalised, head and attention kept, distilled without Ultralytics' trainer, then every target."""
     pruned = write_config(tmp_path / "pruned.yaml", train_yolo(arch, 40), yolo_data,
@@ -203,6 +213,7 @@ def _cached_manifest(result, row) -> dict:
     return json.loads((result.output / "cache" / "export" / row["cache_key"] / "edgeopt.json").read_text())
 
 
+@pytest.mark.xdist_group("yolov8n")
 def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yolo, yolo_data, tmp_path):
     """Ultralytics' own ONNX export as the model: class names from its metadata, same mAP as the .pt route."""
     from ultralytics import YOLO
@@ -241,6 +252,7 @@ def run_yolo26(yolo_data: Path, out: Path, head: str, precisions: list[str], **e
     return run_pipeline(load_config(cfg))
 
 
+@pytest.mark.xdist_group("yolo26n")
 @pytest.mark.timeout(1800)  # eight exports (two TFLite int8 searches) and their mAP: ~6 min, more when loaded
 def test_yolo26_head_is_chosen_by_measurement_and_every_row_keeps_its_accuracy(yolo_data, tmp_path):
     """Both heads scored; the better one-to-many head is exported on every target (ONNX Runtime, OpenVINO and
@@ -264,6 +276,7 @@ def test_yolo26_head_is_chosen_by_measurement_and_every_row_keeps_its_accuracy(y
         assert "over the fp32 budget" in head["choice"]["reason"] and head["saved_head"] == "nms"
 
 
+@pytest.mark.xdist_group("yolo26n")
 def test_yolo26_forced_end_to_end_head_is_faithful_but_fails_the_map_budget(yolo_data, tmp_path):
     """The case that shipped green before: the end-to-end export matches its torch head (parity passes) and is
     ~7 points less accurate than the model, so the mAP budget fails it; ncnn cannot convert that head and exports
