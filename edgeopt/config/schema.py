@@ -40,8 +40,8 @@ class ModelConfig(Strict):
         "((1, K, 6): x1 y1 x2 y2 in pixels, score, class), or 'package.module:function' (torch code mapping the "
         "module's output to the 'yolo' layout, traced into every export)"))
     head: Literal["auto", "end2end", "nms"] = Field("auto", description=(
-        "For a detector with two heads (a one-to-one branch beside the one-to-many one): 'end2end' (one-to-one, no NMS), 'nms' (one-to-many + "
-        "NMS), or 'auto': both are scored on the validation set and the end-to-end head is exported when it is "
+        "For a detector with two heads (a one-to-one branch beside the one-to-many one): 'end2end' (one-to-one, "
+        "no NMS), 'nms' (one-to-many + NMS), or 'auto': both are scored on the validation set and the end-to-end head is exported when it is "
         "within parity.max_map_drop.fp32 of the better one (without a labelled validation set: the head the "
         "checkpoint was saved with). A runtime that cannot run the end-to-end head exports 'nms' regardless"))
     class_names: list[str] | None = Field(None, description=(

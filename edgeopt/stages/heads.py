@@ -37,8 +37,8 @@ def choose_head(ctx: Any, detector: Detector) -> dict[str, Any] | None:
         saved = detector.head.get("saved_head", "end2end")
         return {"head": saved, "reason": "no labelled validation set to score the heads on: the head the "
                                          "checkpoint was saved with"}
-    return {**pick_head({name: s["map50_95"] for name, s in scores.items()}, ctx.config.parity.max_map_drop["fp32"]),
-            "map50_95": {name: s["map50_95"] for name, s in scores.items()}}
+    map50_95 = {name: s["map50_95"] for name, s in scores.items()}
+    return {**pick_head(map50_95, ctx.config.parity.max_map_drop["fp32"]), "map50_95": map50_95}
 
 
 def pick_head(map50_95: dict[str, float], budget_points: float) -> dict[str, str]:

@@ -245,7 +245,8 @@ def head_tail_layers(layers: list[Layer], outputs: list[str], depth: int = 1) ->
 
     convs, _ = head_tail((producer[o] for o in outputs if o in producer),
                          parents=lambda ly: [producer[b] for b in ly.bottoms if b in producer],
-                         is_conv=lambda ly: ly.type in QUANTIZABLE, ident=lambda ly: ly.name, kernel=kernel, depth=depth)
+                         is_conv=lambda ly: ly.type in QUANTIZABLE, ident=lambda ly: ly.name, kernel=kernel,
+                         depth=depth)
     return {ly.name for ly in convs}
 
 
@@ -259,7 +260,8 @@ def write_int8(param: Path, weights: Path, out_param: Path, out_weights: Path, i
     read_bin(layers, weights.read_bytes())
     if any(layer.int("8") for layer in layers if layer.type in QUANTIZABLE):
         raise ExportError(f"{param} is already quantized")
-    kept = set(kept_float(plan, lambda depth: head_tail_layers(layers, outputs, depth), (layer.name for layer in layers)))
+    kept = set(kept_float(plan, lambda depth: head_tail_layers(layers, outputs, depth),
+                          (layer.name for layer in layers)))
     targets = [layer for layer in layers if layer.type in QUANTIZABLE and layer.name not in kept]
     if not targets:
         raise ExportError("no ncnn layer left to quantize")

@@ -66,7 +66,8 @@ def quantize_qdq(src: Path, dst: Path, plan, calib) -> dict[str, Any]:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     model = onnx.load(str(src))
-    excluded = kept_float(plan, lambda depth: sum(head_tail_nodes(model, depth), []), (n.name for n in model.graph.node))
+    excluded = kept_float(plan, lambda depth: sum(head_tail_nodes(model, depth), []),
+                          (n.name for n in model.graph.node))
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -106,7 +106,8 @@ class OpenVinoTarget(Target):
     def _quantize(model, plan, calib, options: Any):
         import nncf
 
-        ignored = kept_float(plan, lambda depth: head_tail_names(model, depth), (op.get_friendly_name() for op in model.get_ops()))
+        ignored = kept_float(plan, lambda depth: head_tail_names(model, depth),
+                             (op.get_friendly_name() for op in model.get_ops()))
         preset_name = options.preset
         presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
         subset = options.subset_size or len(calib.images)

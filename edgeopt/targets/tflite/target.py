@@ -223,7 +223,8 @@ def _quantize_int8(float_path: Path, out: Path, plan, calib, layout: str, input_
     q = _quantizer(float_path)
     q.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=8,
                         weight_num_bits=8, weight_granularity=granularity)
-    kept = kept_float(plan, lambda depth: head_tail_tensors(float_path, depth), (t["name"] for t in interpreter.get_tensor_details()))
+    kept = kept_float(plan, lambda depth: head_tail_tensors(float_path, depth),
+                      (t["name"] for t in interpreter.get_tensor_details()))
     if kept:  # later configs win: these ops stay float
         scope = "^(?:" + "|".join(re.escape(n) for n in kept) + ");$"
         q.update_quantization_recipe(regex=scope, operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
