@@ -180,3 +180,14 @@ def test_bad_override_and_bad_dataset_for_eval(tmp_path):
 def test_help_works(args):
     proc = edgeopt(*args)
     assert proc.returncode == 0 and "Usage" in proc.stdout
+
+
+def test_max_drop_without_a_labelled_validation_set_and_an_unknown_head(tmp_path):
+    cfg = write_config(tmp_path, quantize={"max_drop": 0.5}, stages=["calibrate", "quantize", "export"],
+                       data={"calibration": {"path": "synthetic", "split": "train", "seed": 2000, "images": 16}})
+    proc = edgeopt("run", str(cfg))
+    assert_clean_failure(proc, "quantize.max_drop", "hint: set data.validation")
+    assert not (tmp_path / "run").exists()  # refused in preflight, nothing written
+    (tmp_path / "head").mkdir()
+    head = _edit(write_config(tmp_path / "head"), lambda c: c["model"].update(head="sideways"))
+    assert_clean_failure(edgeopt("run", str(head)), "model.head")
