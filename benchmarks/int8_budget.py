@@ -68,7 +68,7 @@ def main() -> None:
         kept_share = (fp32 / searched - 1) / (fp32 / plain - 1) if fp32 > plain else float("nan")
         search = rows[(name, "searched")]["manifest"]["quantization"]["accuracy_search"]
         steps = search["steps"]
-        cost = sum(s["export_seconds"] + s["map_seconds"] for s in steps) / steps[0]["export_seconds"]
+        cost = search["seconds"] / steps[0]["export_seconds"]
         print(f"{name:12s} {fp32:8.2f} {plain:8.2f} {searched:9.2f} {kept_share * 100:12.0f}% "
               f"{(rows[(name, 'plain')].get('map50_95_drop') or 0) * 100:9.2f}pt "
               f"{(rows[(name, 'searched')].get('map50_95_drop') or 0) * 100:10.2f}pt {len(steps):5d} "

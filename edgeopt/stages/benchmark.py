@@ -25,6 +25,7 @@ from edgeopt.errors import DataError, DeviceError
 from edgeopt.eval.predict import validation_map
 from edgeopt.models.detector import Detector
 from edgeopt.stages.context import Bundle
+from edgeopt.stages.accuracy import float_map
 from edgeopt.stages.heads import best_head, head_scores
 from edgeopt.stages.reference import reference_infer
 
@@ -39,13 +40,21 @@ def bench_artifact(bundle: Bundle, device: Any, cfg: BenchmarkConfig, validation
         raise DeviceError(f"bundle {bundle.path} differs from its manifest on {device.name}: {', '.join(changed)}",
                           hint="re-run to rebuild it; never benchmark a bundle that is not what was verified")
     record: dict[str, Any] = dict(device.bench(bundle.path, cfg.threads, cfg.warmup, cfg.runs))
-    if cfg.map and validation is not None:
+    searched = searched_figures(bundle)
+    if cfg.map and validation is not None and searched:
+        record.update(searched)  # measured on this bundle and validation set by the int8 search (same export key)
+    elif cfg.map and validation is not None:
         manifest = bundle.manifest
         session = bundle.target.open(bundle.path, manifest.to_dict(), cfg.threads)
         decoder = DecoderConfig(**manifest.output["decoder"])
         record.update(validation_map(lambda x: session(x)[0], validation, manifest.input["size"], decoder, 1, progress))
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def searched_figures(bundle: Bundle) -> dict[str, Any] | None:
+    """The mAP figures the int8 search measured on this bundle (``quantize.max_drop``), or None."""
+    return (bundle.manifest.quantization or {}).get("accuracy_search", {}).get("figures")
 
 
 def map_drop_problem(drop: float | None, precision: str, budget: dict[str, float]) -> str | None:
@@ -56,10 +65,10 @@ def map_drop_problem(drop: float | None, precision: str, budget: dict[str, float
     return f"mAP50-95 drop {drop * 100:.2f} pt > budget {budget[precision]:g} pt (parity.max_map_drop)"
 
 
-def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: DetectionDataset | None, out_dir: Path,
-                    progress: Progress = None, heads: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The reference: in-process latency at the benchmark's threads, and mAP through the shared decoder; for a
-    detector with two heads (``heads``: each head's figures), the mAP of its better head."""
+def bench_reference(detector: Detector, cfg: BenchmarkConfig, out_dir: Path,
+                    scores: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The reference: in-process latency at the benchmark's threads, and its mAP figures (``scores``: those of
+    each head it can be exported with, one entry for a detector with one head; the better head's are kept)."""
     import torch
 
     previous = torch.get_num_threads()
@@ -69,12 +78,11 @@ def bench_reference(detector: Detector, cfg: BenchmarkConfig, validation: Detect
         x = np.full((1, 3, detector.input_size, detector.input_size), 114 / 255.0, np.float32)
         stats = latency_stats(time_calls(lambda: infer(x), cfg.warmup, cfg.runs))
         record: dict[str, Any] = {**stats, "threads": cfg.threads, "runs": cfg.runs}
-        if heads and cfg.map:
-            best = best_head(heads)
-            record.update(heads[best], head=best, heads_map50_95={name: s["map50_95"] for name, s in heads.items()})
-        elif validation is not None and cfg.map:
-            reference = infer if detector.kind == "torch" else reference_infer(detector)
-            record.update(validation_map(reference, validation, detector.input_size, detector.decoder, 8, progress))
+        if scores and len(scores) > 1:
+            best = best_head(scores)
+            record.update(scores[best], head=best, heads_map50_95={name: s["map50_95"] for name, s in scores.items()})
+        elif scores:
+            record.update(*scores.values())
     finally:
         torch.set_num_threads(previous)
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
@@ -95,8 +103,10 @@ class BenchmarkStage(Stage):
     def items(self, ctx: Any) -> list[Bundle | None]:
         return [None, *ctx.bundles]  # None: the reference
 
-    def _images(self, ctx: Any) -> int:
-        return len(ctx.validation) if ctx.validation is not None and ctx.config.benchmark.map else 0
+    def _images(self, ctx: Any, item: Bundle | None) -> int:
+        """How many images the item's mAP evaluates (its progress bar's length)."""
+        measured = item is not None and searched_figures(item)
+        return len(ctx.validation) if ctx.validation is not None and ctx.config.benchmark.map and not measured else 0
 
     def key(self, ctx: Any, item: Bundle | None) -> str:
         bcfg, code = ctx.config.benchmark.model_dump(), self.code(__name__, type(ctx.device).__module__)
@@ -109,9 +119,11 @@ class BenchmarkStage(Stage):
         bcfg = ctx.config.benchmark
         name = "torch fp32 reference" if item is None else f"{item.target.name} {item.precision} on {ctx.device.name}"
         heads = head_scores(ctx, ctx.original) if item is None and bcfg.map else None  # before the bar: own status
-        with progress_bar(ctx.console, f"benchmark: {name}", self._images(ctx)) as advance:
+        with progress_bar(ctx.console, f"benchmark: {name}", 0 if heads else self._images(ctx, item)) as advance:
             if item is None:
-                bench_reference(ctx.original, bcfg, ctx.validation, out, advance, heads)
+                scores = heads or ({"model": float_map(ctx, ctx.original, advance)}
+                                   if bcfg.map and ctx.validation is not None else None)
+                bench_reference(ctx.original, bcfg, out, scores)  # the float mAP the int8 search also uses
             else:
                 bench_artifact(item, ctx.device, bcfg, ctx.validation, out, advance)
 

@@ -8,6 +8,7 @@ and is never shipped.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -213,10 +214,10 @@ class ExportStage(Stage):
             export(ctx.plan)
             return
 
-        def measure(manifest: Manifest) -> float:
-            session = item.target.open(out, manifest.to_dict(), threads=1)
+        def measure(manifest: Manifest) -> dict[str, Any]:
+            session = item.target.open(out, manifest.to_dict(), threads=len(os.sched_getaffinity(0)))  # all cores
             decoder = DecoderConfig(**manifest.output["decoder"])
-            return validation_map(lambda x: session(x)[0], ctx.validation, manifest.input["size"], decoder)["map50_95"]
+            return validation_map(lambda x: session(x)[0], ctx.validation, manifest.input["size"], decoder)
 
         export_to_budget(export, measure, ctx.plan, budget, float_map(ctx, item.detector)["map50_95"], out)
 

@@ -29,24 +29,30 @@ def head_tail(outputs: Iterable[Node], parents: Callable[[Node], Iterable[Node]]
               depth: int = 1) -> tuple[list[Node], list[Node]]:
     """(convolutions, other nodes): walk back from ``outputs`` through ``depth`` levels of convolutions that are
     not projections (see :func:`is_projection`; ``kernel`` gives a node's (out, h, w) where the format knows it).
-    At depth 1 these are the head's last convolutions and the decode after them; each further level adds the
-    convolutions feeding those and every node in between."""
+    At depth 0 only the decode after the head's last convolutions; at depth 1 those convolutions too; each
+    further level adds the convolutions feeding the previous level and every node in between.
+
+    Levels are walked in order, each to its end before the next starts, so a node reachable at two levels counts
+    at the nearer one (the fewest convolutions between it and an output)."""
     convs: list[Node] = []
     others: list[Node] = []
     seen: set[Hashable] = set()
-    stack = [(node, 0) for node in outputs]
-    while stack:
-        node, level = stack.pop(0)  # breadth first: a node reached at two levels counts at the nearer one
-        if ident(node) in seen:
-            continue
-        seen.add(ident(node))
-        if is_conv(node) and not is_projection(kernel(node)):
-            convs.append(node)
-            if level + 1 < depth:
-                stack.extend((parent, level + 1) for parent in parents(node))
-            continue
-        others.append(node)
-        stack.extend((parent, level) for parent in parents(node))
+    frontier = list(outputs)
+    for _ in range(max(depth, 1)):  # depth 0 still walks the decode, and keeps no convolution
+        boundary: list[Node] = []  # the convolutions that end this level
+        while frontier:
+            node = frontier.pop()
+            if ident(node) in seen:
+                continue
+            seen.add(ident(node))
+            if is_conv(node) and not is_projection(kernel(node)):
+                boundary.append(node)
+                continue
+            others.append(node)
+            frontier.extend(parents(node))
+        if depth:
+            convs += boundary
+            frontier = [parent for node in boundary for parent in parents(node)]
     return convs, others
 
 
