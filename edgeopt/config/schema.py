@@ -101,9 +101,9 @@ class QuantizeConfig(Strict):
         "layer names: see README)"))
     max_drop: float | None = Field(None, ge=0, description=(
         "INT8 to an accuracy budget, in mAP50-95 points: each int8 artifact's mAP is measured through its own "
-        "runtime on the validation set and, while it loses more than this against the float model, the head and "
-        "then deeper levels of convolutions from the outputs are kept float (a few exports at most); a row that "
-        "cannot meet it is failed. Default: off (one export with the plan as configured)"))
+        "runtime on the validation set and, while it loses more than this against the float model, the decode, the "
+        "head and then deeper levels of convolutions from the outputs are kept float (a few exports at most); a "
+        "row that cannot meet it is failed. Default: off (one export with the plan as configured)"))
 
     @field_validator("keep_float")
     @classmethod
