@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import weakref
 from pathlib import Path
 
 from edgeopt.errors import ExportError, first_line
@@ -13,8 +14,30 @@ from edgeopt.targets.graph import head_tail
 
 OPSET = 17
 
+# The last torch export: (detector key, simplify), the module it was built from, and the ONNX bytes. An int8 accuracy
+# search re-quantizes the same float graph at every step, and ONNX Runtime and OpenVINO both start from it, so it
+# is built once per detector. The module itself must match too: a copy of a detector around another module with an
+# unchanged key (dataclasses.replace) is never served the old graph.
+_last_export: tuple[tuple[str, bool], weakref.ref, bytes] | None = None
+
 
 def export_onnx(detector: Detector, path: Path, simplify: bool = True) -> Path:
+    """The detector's static-shape ONNX written to ``path`` (see :func:`build_onnx`); consecutive calls for the
+    same torch detector build it once."""
+    global _last_export
+    memo = (detector.key, simplify)
+    last = _last_export
+    if detector.kind == "torch" and last is not None and last[0] == memo and last[1]() is detector.model:
+        path.write_bytes(last[2])
+        return path
+    _last_export = None  # a failed build leaves nothing to reuse
+    build_onnx(detector, path, simplify)
+    if detector.kind == "torch" and detector.key:
+        _last_export = (memo, weakref.ref(detector.model), path.read_bytes())
+    return path
+
+
+def build_onnx(detector: Detector, path: Path, simplify: bool = True) -> Path:
     """torch -> ONNX with a static 1x3xSxS input (legacy TorchScript exporter, opset 17), then onnxslim.
     An ONNX source is already prepared to the same contract and is only slimmed and checked.
 
