@@ -30,7 +30,7 @@ from edgeopt.errors import ConfigError, EdgeoptError, ParityError
 from edgeopt.models.sources import load_model
 from edgeopt.report.results import PARITY_COLUMNS, write_results
 from edgeopt.stages.context import Bundle, RunContext
-from edgeopt.stages.accuracy import search_problem
+from edgeopt.stages.accuracy import search_problem, search_summary
 from edgeopt.stages.benchmark import map_drop_problem
 from edgeopt.stages.reference import check_reference
 
@@ -155,7 +155,7 @@ def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
            "status": par["verdict"], "reason": "; ".join(par["problems"]),
            "size_bytes": sum((bundle.path / f).stat().st_size for f in manifest.model_files),
            **{f"parity_{k}": par[k] for k in PARITY_COLUMNS}, "cache_key": bundle.path.name,
-           "head": manifest.head.get("variant")}
+           "head": manifest.head.get("variant"), **search_summary(manifest)}
     bench = ctx.bench.get(bundle.path.name)
     if bench is not None:
         row.update({k: v for k, v in bench.items() if k != "per_class"})

@@ -1,4 +1,5 @@
-"""Results of a run: ``results.json``, ``results.csv``, ``report.md`` with a latency-vs-mAP plot, and a rich table."""
+"""Results of a run: ``results.json``, ``results.csv``, ``report.md`` with a latency-vs-mAP plot (and the int8
+accuracy search's steps), and a rich table."""
 
 from __future__ import annotations
 
@@ -83,8 +84,48 @@ def _plot(records: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def _search_plot(searched: list[dict[str, Any]], path: Path) -> None:
+    """mAP50-95 drop after each step of the int8 accuracy search, one line per target, against its budget: how
+    sensitive each runtime's int8 graph is to what was kept float."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in searched:
+        steps = r["accuracy_search"]["steps"]
+        ax.plot([s["kept_float"] for s in steps], [s["drop_points"] for s in steps], "o-",
+                label=f"{r['target']} {r['precision']}")
+    budget = searched[0]["accuracy_search"]["max_drop_points"]
+    ax.axhline(budget, color="grey", linestyle="--", label=f"budget {budget:g} pt")
+    ax.set_xlabel("nodes kept float")
+    ax.set_ylabel("mAP50-95 drop (pt)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def search_lines(records: list[dict[str, Any]], out: Path) -> list[str]:
+    """The report's int8 accuracy search section (``quantize.max_drop``): each step of each searched row, and a
+    chart of the drop against what was kept float (``int8_search.png``); none when no row was searched."""
+    searched = [r for r in records if r.get("accuracy_search")]
+    if not searched:
+        return []
+    lines = ["", "## INT8 accuracy search", "", "| target | precision | step | kept float | mAP50-95 drop (pt) | "
+             "parity | seconds |", "|---|---|---|---|---|---|---|"]
+    for r in searched:
+        for s in r["accuracy_search"]["steps"]:
+            lines.append(f"| {r['target']} | {r['precision']} | {s['step']} | {s['kept_float']} | "
+                         f"{s['drop_points']:.2f} | {s['parity']} | {s['seconds']:.1f} |")
+    _search_plot(searched, out / "int8_search.png")
+    return lines + ["", "![int8 search](int8_search.png)"]
+
+
 def write_results(out: Path, run_info: dict[str, Any], records: list[dict[str, Any]]) -> None:
-    """Write results.json, results.csv, report.md and pareto.png into ``out``."""
+    """Write results.json, results.csv, report.md, pareto.png (and int8_search.png) into ``out``."""
     write_json_atomic(out / "results.json", {"run": run_info, "records": records})
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
@@ -99,5 +140,6 @@ def write_results(out: Path, run_info: dict[str, Any], records: list[dict[str, A
     if _plot(records, out / "pareto.png"):
         front = ", ".join(f"{r['target']} {r['precision']}" for r in pareto_front(records))
         lines += ["", "## Latency vs accuracy", "", f"Pareto front: {front}", "", "![pareto](pareto.png)"]
+    lines += search_lines(records, out)
     lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in run_info["versions"].items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")

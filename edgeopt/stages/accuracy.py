@@ -98,6 +98,17 @@ def export_to_budget(export: Callable[[QuantPlan], Manifest], measure: Callable[
     return write_manifest(out, manifest)
 
 
+def search_summary(manifest: Manifest) -> dict[str, Any]:
+    """``{"accuracy_search": {...}}`` for a result row: the budget and each step (what it kept float, as a count of
+    nodes, its drop, verdict and seconds), or ``{}`` when no search ran."""
+    search = (manifest.quantization or {}).get("accuracy_search")
+    if not search:
+        return {}
+    steps = [{"step": s["step"], "kept_float": len(s["kept_float"]), "drop_points": s["drop_points"],
+              "parity": s["parity"], "seconds": s["export_seconds"] + s["map_seconds"]} for s in search["steps"]]
+    return {"accuracy_search": {"max_drop_points": search["max_drop_points"], "met": search["met"], "steps": steps}}
+
+
 def search_problem(manifest: Manifest) -> str | None:
     """Why an int8 bundle missed its ``quantize.max_drop``, or None (met, or no search ran)."""
     search = (manifest.quantization or {}).get("accuracy_search")  # None for float bundles

@@ -15,7 +15,7 @@ from edgeopt.targets.graph import head_tail
 OPSET = 17
 
 # The last torch export: (detector key, simplify), the module it was built from, and the ONNX bytes. An int8 accuracy
-# search re-quantizes the same float graph at every step, and ONNX Runtime and OpenVINO both start from it, so it
+# search re-quantizes the same float graph at every step, and every runtime that starts from ONNX shares it, so it
 # is built once per detector. The module itself must match too: a copy of a detector around another module with an
 # unchanged key (dataclasses.replace) is never served the old graph.
 _last_export: tuple[tuple[str, bool], weakref.ref, bytes] | None = None

@@ -50,3 +50,26 @@ def test_written_files_hold_every_record(tmp_path):
     assert "Pareto front: onnxruntime fp32, onnxruntime int8, tflite int8" in report
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert report.count("\n| ") == len(RECORDS) + 1  # header and one line per record
+
+
+def test_the_int8_search_steps_are_reported_with_their_chart(tmp_path):
+    steps = [{"step": "the plan as configured", "kept_float": 0, "drop_points": 7.6, "parity": "passed",
+              "seconds": 9.0},
+             {"step": "the decode kept float", "kept_float": 24, "drop_points": 0.3, "parity": "passed",
+              "seconds": 8.0}]
+    searched = row("onnxruntime", "int8", "passed", 10.0, 0.78,
+                   accuracy_search={"max_drop_points": 0.5, "met": True, "steps": steps})
+    info = {"name": "t", "config_hash": "abc", "device": {"name": "local"}, "versions": {"edgeopt": "0"}}
+    write_results(tmp_path, info, [*RECORDS, searched])
+    report = (tmp_path / "report.md").read_text()
+    assert "## INT8 accuracy search" in report
+    assert "| onnxruntime | int8 | the plan as configured | 0 | 7.60 | passed | 9.0 |" in report
+    assert "| onnxruntime | int8 | the decode kept float | 24 | 0.30 | passed | 8.0 |" in report
+    assert (tmp_path / "int8_search.png").stat().st_size > 1000
+
+
+def test_no_search_no_search_section(tmp_path):
+    info = {"name": "t", "config_hash": "abc", "device": {"name": "local"}, "versions": {"edgeopt": "0"}}
+    write_results(tmp_path, info, RECORDS)
+    assert "INT8 accuracy search" not in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "int8_search.png").exists()

@@ -62,6 +62,11 @@ def test_the_search_finds_the_head_where_quantizing_it_costs_accuracy(searched):
     over = [s for s in searches if s["steps"][0]["drop_points"] > 0.5]
     assert over, [s["steps"][0]["drop_points"] for s in searches]
     assert all(s["steps"][-1]["keep_head_float"] for s in over)
+    # the rows and the report carry every step
+    rows = [r for r in searched.records if r["target"] in TARGETS]
+    assert [len(r["accuracy_search"]["steps"]) for r in rows] == [len(s["steps"]) for s in searches]
+    report = (Path(searched.output) / "report.md").read_text()
+    assert "## INT8 accuracy search" in report and (Path(searched.output) / "int8_search.png").exists()
 
 
 def test_a_budget_no_step_meets_fails_the_row_with_the_figures(tmp_path):
