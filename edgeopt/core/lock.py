@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from edgeopt.errors import ConfigError
 
 LOCK = ".edgeopt.lock"
+WRITING_GRACE_S = 10.0  # an empty lock younger than this is still being written by its creator
 
 
 def pid_alive(pid: int) -> bool:
@@ -30,24 +32,60 @@ def _holder(path: Path) -> int | None:
         return None
 
 
+def _being_written(path: Path) -> bool:
+    """True for an empty lock made moments ago: its creator has not written its pid yet (only where the
+    filesystem has no hard links, see ``_create``). One left empty by a crash is stale after the grace."""
+    try:
+        return time.time() - path.stat().st_mtime < WRITING_GRACE_S
+    except OSError:
+        return False  # gone: released meanwhile
+
+
+def _create(path: Path) -> bool:
+    """Make the lock holding our pid; False if a lock exists. The pid is written under a per-process name and
+    hard-linked into place, so no process ever reads the lock empty (and takes it for stale)."""
+    pid = str(os.getpid())
+    tmp = path.with_name(f".{path.name}.tmp-{pid}")
+    tmp.write_text(pid)
+    try:
+        os.link(tmp, path)  # fails if the lock exists: creation and content in one step
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this filesystem (FAT, some network or FUSE mounts)
+        return _create_exclusive(path, pid)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _create_exclusive(path: Path, pid: str) -> bool:
+    """Create then write: the lock is empty for a moment, which readers allow for (``_being_written``)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(pid)
+    return True
+
+
 @contextmanager
 def run_lock(directory: Path) -> Iterator[None]:
     """Hold ``directory``'s lock for the block; a lock left by a dead process is taken over."""
     path = Path(directory) / LOCK
     for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        if _create(path):
             break
-        except FileExistsError:
-            holder = _holder(path)
-            if holder is not None and holder != os.getpid() and pid_alive(holder):
-                raise ConfigError(f"the run directory {directory} is in use by process {holder}",
-                                  hint="wait for that run to finish, or choose another --out") from None
-            path.unlink(missing_ok=True)  # stale: its process is gone
+        holder = _holder(path)
+        if holder is not None and holder != os.getpid() and pid_alive(holder):
+            raise ConfigError(f"the run directory {directory} is in use by process {holder}",
+                              hint="wait for that run to finish, or choose another --out")
+        if holder is None and _being_written(path):
+            raise ConfigError(f"the run directory {directory} is being locked by another process",
+                              hint="wait for that run to finish, or choose another --out")
+        path.unlink(missing_ok=True)  # stale: its process is gone
     else:
         raise ConfigError(f"cannot lock the run directory {directory}")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
     try:
         yield
     finally:
