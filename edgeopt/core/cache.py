@@ -32,22 +32,40 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], Any], keep_existing: bool = False) -> Path:
     """Call ``write(tmp)`` to produce a file or directory at a temporary path, then rename it to ``path``.
 
     Readers never see half a file: an interrupted write leaves only the temporary, which the next write
-    replaces. An existing directory at ``path`` is replaced as a whole."""
+    replaces. An existing directory at ``path`` is replaced as a whole, unless ``keep_existing``: then a ``path``
+    another process finished meanwhile is kept and ours discarded (for content fixed by its name, such as a
+    generated dataset, where deleting the other copy could pull it from under the run reading it)."""
     path = Path(path)
     tmp = _temporary(path)
     _remove(tmp)
     try:
         write(tmp)
-        if path.is_dir() and tmp.is_dir():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if keep_existing:
+            _place_unless_exists(tmp, path)
+        else:
+            if path.is_dir() and tmp.is_dir():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
     finally:
         _remove(tmp)
     return path
+
+
+def _place_unless_exists(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path`` in one step that fails when ``path`` exists: a directory cannot be renamed
+    over a non-empty one, and a hard link never replaces a file."""
+    try:
+        if tmp.is_dir():
+            os.rename(tmp, path)
+        else:
+            os.link(tmp, path)
+    except OSError:
+        if not path.exists():
+            raise  # a real failure, not a lost race
 
 
 def _remove(path: Path) -> None:

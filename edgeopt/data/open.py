@@ -30,8 +30,9 @@ def open_dataset(cfg: DatasetConfig, synthetic_root: Path | None = None) -> Dete
         root = synthetic_root / f"synthetic-{split}-seed{cfg.seed}-n{n}"  # a folder holds one split
         if not (root / "data.yaml").is_file():
             root.parent.mkdir(parents=True, exist_ok=True)
+            # keep_existing: another run may have generated the same (identical) dataset meanwhile, and be reading it
             atomic_write(root, lambda tmp: generate(tmp, train=n if split == "train" else 0,
-                                                    val=n if split == "val" else 0, seed=cfg.seed))
+                                                    val=n if split == "val" else 0, seed=cfg.seed), keep_existing=True)
         dataset = read_dataset(root / "data.yaml", split=split)
     else:
         dataset = read_dataset(Path(cfg.path), split=cfg.split, images=cfg.images_dir)
