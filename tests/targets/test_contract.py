@@ -48,8 +48,12 @@ CASES = [
 ]
 
 
+# with this many detections compared, one lost box moves bf16's box agreement by 2% at most (limit 0.9)
+BF16_MIN_BOXES = 50
+
+
 @pytest.mark.parametrize("name, precision", CASES)
-def test_export_load_run_parity(name, precision, contract_detector, calib, tmp_path):
+def test_export_load_run_parity(name, precision, contract_detector, calib, tmp_path, request):
     target = get_target(name)
     try:
         target.check_available()
@@ -58,10 +62,14 @@ def test_export_load_run_parity(name, precision, contract_detector, calib, tmp_p
     reason = target.precision_unsupported(precision)
     if reason:  # e.g. bf16 on a CPU without it: the pipeline records the row as skipped
         pytest.skip(reason)
+    if precision == "bf16":
+        calib = request.getfixturevalue("bf16_calib")
     manifest = export_bundle(target, contract_detector, precision, QuantPlan(), calib, tmp_path, default_options(name),
                              ParityConfig(), {"test": True})
     assert manifest.parity["verdict"] == "passed", manifest.parity["problems"]
     assert manifest.parity["boxes_compared"] >= ParityConfig().min_boxes  # real detections were compared
+    if precision == "bf16":
+        assert manifest.parity["boxes_compared"] >= BF16_MIN_BOXES
     assert verify_bundle(tmp_path) == []
     run = target.open(tmp_path, manifest.to_dict(), threads=1)
     x = calib.float_images("parity")[:1]
@@ -72,15 +80,18 @@ def test_export_load_run_parity(name, precision, contract_detector, calib, tmp_p
     assert np.abs(out - ref).mean() < tol
 
 
-def test_bf16_rounding_stays_within_the_bf16_tolerance(contract_detector, calib):
+def test_bf16_rounding_stays_within_the_bf16_tolerance(contract_detector, bf16_calib):
     """What a bf16 artifact does to this detector, measured on any CPU: the model run in torch's bfloat16 (bf16
-    weights and activations, like OpenVINO's bf16 inference on a CPU with AVX512-BF16) passes the bf16 gate."""
+    weights and activations, like OpenVINO's bf16 inference on a CPU with AVX512-BF16) passes the bf16 gate, over
+    enough detections that one box lost at the threshold cannot decide it (measured: 81 compared, agreement 1.0,
+    score error 0.035 against 0.05)."""
     bf16 = copy.deepcopy(contract_detector.model).to(torch.bfloat16)
     figures = parity(reference_infer(contract_detector),
                      lambda x: bf16(torch.from_numpy(x).to(torch.bfloat16)).float().detach().numpy(),
-                     calib.float_images("parity"), SIZE)
+                     bf16_calib.float_images("parity"), SIZE)
     verdict = parity_gate(figures, "bf16", ParityConfig())
     assert verdict["verdict"] == "passed", verdict["problems"]
+    assert figures["boxes_compared"] >= BF16_MIN_BOXES, figures
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
