@@ -1,13 +1,28 @@
-"""Shared fixtures: small generated datasets (nothing is downloaded)."""
+"""Shared fixtures: small generated datasets (nothing is downloaded). Under CI (``CI=true``), a skip not listed in
+``EXPECTED_SKIPS`` fails the run."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from edgeopt.data.synthetic import generate
+
+# The skips CI accepts on its machine kind (x86 CPU, every extra installed in .venv by scripts/setup.sh,
+# Ultralytics in its own environment): (test file, text of the reason). Any other skip under CI means a missing
+# extra or a test that stopped running, and must not pass as green.
+EXPECTED_SKIPS: list[tuple[str, str]] = [
+    # by design: these targets convert from torch, so that parameter combination does not apply
+    ("tests/stages/test_export_key.py", "convert from torch, not through the ONNX export"),
+    # bf16 on a CPU without native bf16 (AVX512-BF16/AMX): the pipeline records such rows as skipped too
+    ("tests/targets/test_contract.py", "has no native bf16"),
+    # the core pass runs in .venv, which has no Ultralytics; scripts/test.sh runs these tests again in
+    # .venv-ultralytics with EDGEOPT_REQUIRE_ULTRALYTICS=1, where a missing Ultralytics is an import error
+    ("tests/models/test_ultralytics.py", "could not import 'ultralytics'"),
+]
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +38,50 @@ def _data_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEOPT_DATA_CACHE", str(tmp_path_factory.getbasetemp() / "datasets"))
         yield
+
+
+def _unexpected_skip(report: pytest.CollectReport | pytest.TestReport) -> str | None:
+    """The reason of a skip CI must not accept, else None (not under CI, not a skip, or an expected one)."""
+    if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
+        return None
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, (tuple, list)) else str(longrepr)  # (path, line, reason)
+    reason = reason.removeprefix("Skipped: ")
+    path = report.nodeid.split("::")[0]
+    if any(path == file and text in reason for file, text in EXPECTED_SKIPS):
+        return None
+    return reason
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """An unexpected skip of a test becomes its failure (in the worker that ran it, so xdist reports it too)."""
+    outcome = yield
+    report = outcome.get_result()
+    reason = _unexpected_skip(report)
+    if reason is not None:
+        report.outcome = "failed"
+        report.longrepr = f"unexpected skip under CI: {reason} (expected skips: EXPECTED_SKIPS in tests/conftest.py)"
+
+
+_skipped_modules: list[tuple[str, str]] = []
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A whole module skipped at import (``importorskip``) has no test to fail: remembered, it fails the session.
+    (Turning it into a collection error instead would stop the run before any test.)"""
+    reason = _unexpected_skip(report)
+    if reason is not None:
+        _skipped_modules.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _skipped_modules and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _skipped_modules:
+        terminalreporter.section("unexpected skips under CI (the run fails)", red=True)
+        for nodeid, reason in _skipped_modules:
+            terminalreporter.line(f"{nodeid}: {reason}")
