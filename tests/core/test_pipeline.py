@@ -158,3 +158,50 @@ def test_prune_stage_in_the_pipeline(tmp_path):
     assert row["status"] == "unverified" and "no detection" in row["reason"] and "artifact" not in row
     again = edgeopt.run(edgeopt.load_config(str(config)))
     assert again.cache_misses == []
+
+
+def _tiny_weights(path: Path, size: int) -> Path:
+    """A tiny reference-architecture detector saved as an edgeopt weights file (a source with a training loss);
+    class biases near 0 put scores near 0.5, so its exports have detections for parity to compare."""
+    import torch
+
+    from edgeopt.data.synthetic import CLASS_NAMES
+    from edgeopt.models.sources.reference.checkpoint import save_detector
+    from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
+
+    torch.manual_seed(0)
+    model = build_reference(ReferenceConfig(num_classes=len(CLASS_NAMES), input_size=size, widths=(8, 16, 16, 32, 32),
+                                            depths=(1, 1, 1, 1), neck=(16, 16, 32), head=16, class_names=CLASS_NAMES))
+    for head in model.heads:
+        torch.nn.init.normal_(head.cls[-1].bias, 0.0, 0.5)
+    model.train()
+    with torch.no_grad():  # realistic BatchNorm statistics
+        for _ in range(3):
+            model(torch.rand(8, 3, size, size))
+    return save_detector(model.eval(), path)
+
+
+def test_prune_and_finetune_through_the_pipeline(tmp_path):
+    """The default run's pruning case: config -> prune (one fine-tune epoch on labelled images) -> export."""
+    pytest.importorskip("torch_pruning", reason="the 'prune' extra is not installed")
+    weights = _tiny_weights(tmp_path / "tiny.pt", 64)
+    config = write_config(
+        tmp_path, stages=["calibrate", "quantize", "prune", "export"],
+        model={"source": str(weights), "input_size": 64},
+        data={"calibration": {"path": "synthetic", "split": "train", "seed": 2000, "images": 8},
+              "validation": {"path": "synthetic", "split": "val", "seed": 1000, "images": 8}},
+        calibrate={"images": 8, "parity_images": 4},
+        prune={"ratio": 0.3, "recovery": {"mode": "finetune", "epochs": 1, "batch": 8, "val_images": 8,
+                                          "data": {"path": "synthetic", "split": "train", "seed": 3, "images": 16}}},
+        targets=[{"name": "onnxruntime", "precisions": ["fp32"]}])
+    result = edgeopt.run(edgeopt.load_config(str(config)))
+    report = result.run_info["prune"]
+    recovery = report["recovery"]
+    assert recovery["mode"] == "finetune" and recovery["epochs"] == 1
+    assert [h["epoch"] for h in recovery["history"]] == [0, 1] and recovery["history"][1]["loss"] > 0
+    assert report["macs_reduction"] > 0.1 and report["after_recovery"]["params"] < report["before"]["params"]
+    row = next(r for r in result.records if r["target"] == "onnxruntime")
+    assert row["status"] == "passed", row["reason"]  # the pruned, fine-tuned graph exports exactly
+    assert verify_bundle(Path(row["artifact"])) == []
+    lineage = json.loads((Path(row["artifact"]) / "edgeopt.json").read_text())["lineage"]
+    assert lineage["model"].startswith(f"{weights} (pruned ")  # the bundle is the pruned model's export
