@@ -145,3 +145,40 @@ def test_disk_full_while_shipping_is_a_clear_error_and_leaves_no_partial_copy(sh
     err = capsys.readouterr().err
     assert text in err and "Traceback" not in err
     assert not [p for p in artifacts.iterdir() if ".tmp-" in p.name]  # the partial copy was removed
+
+
+def run_py(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(bundle / "run.py"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def one_line_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and needle in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_run_py_truncated_image_corrupt_model_and_incomplete_manifest_are_one_line_errors(shipped, tmp_path):
+    from PIL import Image
+
+    _, result = shipped
+    bundle = Path(result.records[0]["artifact"])
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(tmp_path / "whole.jpg", quality=95)
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "half.jpg").write_bytes(whole[: len(whole) // 2])
+    one_line_error(run_py(bundle, str(tmp_path / "half.jpg")), "cannot read the image")
+
+    manifest = json.loads((bundle / "edgeopt.json").read_text())
+    (bundle / "model.onnx").write_bytes(os.urandom(2048))
+    one_line_error(run_py(bundle, str(tmp_path / "whole.jpg"), "--no-verify"), f"cannot load the model {bundle}")
+    one_line_error(run_py(bundle, "--bench", "--no-verify"), "model.onnx")
+
+    for broken, needle in [({k: v for k, v in manifest.items() if k != "input"}, "lacks the entry 'input'"),
+                           ({**manifest, "output": {}}, "lacks the entry 'output.decoder'"),
+                           ({**manifest, "class_names": "person"}, "'class_names' should be a list"),
+                           ({**manifest, "output": {"decoder": {"bogus": 1}}}, "bad 'output.decoder'"),
+                           ([manifest], "not a JSON object")]:
+        (bundle / "edgeopt.json").write_text(json.dumps(broken))
+        proc = run_py(bundle, str(tmp_path / "whole.jpg"), "--no-verify")
+        one_line_error(proc, needle)
+        assert str(bundle / "edgeopt.json") in proc.stderr  # names the file

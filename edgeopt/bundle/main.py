@@ -22,11 +22,47 @@ class BundleError(Exception):
     """The bundle cannot be used as it is (printed in one line, exit code 2)."""
 
 
+# The manifest entries run.py reads (dotted path -> expected type): checked once on load, so a hand-edited or
+# truncated edgeopt.json is one line naming the entry, not a KeyError deep in the decoder.
+REQUIRED: dict[str, type] = {
+    "input": dict, "input.size": int, "input.layout": str, "input.dtype": str,
+    "output": dict, "output.decoder": dict, "class_names": list, "model_files": list, "files": dict,
+    "runtime": dict,
+}
+
+
+def _entry(manifest: dict, dotted: str) -> object:
+    """The value at a dotted path of the manifest (KeyError/TypeError when it is missing)."""
+    value: object = manifest
+    for key in dotted.split("."):
+        value = value[key]  # type: ignore[index]
+    return value
+
+
+def _checked(manifest: object) -> dict:
+    """``manifest`` if it holds every entry run.py reads, with the right type; a BundleError naming the first
+    entry that is missing or of another type."""
+    where = HERE / "edgeopt.json"
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where} is not a JSON object")
+    for dotted, kind in REQUIRED.items():
+        try:
+            value = _entry(manifest, dotted)
+        except (KeyError, TypeError):
+            raise BundleError(f"{where} lacks the entry '{dotted}' (the file is not a complete edgeopt manifest)") \
+                from None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BundleError(f"{where}: '{dotted}' should be a {kind.__name__}, "
+                              f"not {type(value).__name__}")
+    return manifest
+
+
 def _manifest() -> dict:
     try:
-        return json.loads((HERE / "edgeopt.json").read_text())
+        manifest = json.loads((HERE / "edgeopt.json").read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"cannot read {HERE / 'edgeopt.json'}: {exc}") from None
+    return _checked(manifest)
 
 
 def _verified(manifest: dict, verify: bool) -> dict:
@@ -40,14 +76,25 @@ def _verified(manifest: dict, verify: bool) -> dict:
 def _session(manifest: dict, threads: int):
     from .runner import load_session  # the target's runner, copied in beside this file
 
-    return load_session(HERE, manifest, threads)
+    files = ", ".join(str(HERE / name) for name in manifest["model_files"])
+    try:
+        return load_session(HERE, manifest, threads)
+    except ImportError as exc:
+        raise BundleError(f"the runtime this bundle needs is not installed: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - each runtime raises its own types for a corrupt or unreadable model
+        lines = str(exc).strip().splitlines()
+        raise BundleError(f"cannot load the model {files}: {type(exc).__name__}: {lines[0] if lines else ''}") \
+            from None
 
 
 def _decoder(manifest: dict, score: float | None) -> DecoderConfig:
     cfg = dict(manifest["output"]["decoder"])
     if score is not None:
         cfg["score_threshold"] = score
-    return DecoderConfig(**cfg)
+    try:
+        return DecoderConfig(**cfg)
+    except TypeError as exc:  # an entry the decoder does not know: the manifest was edited or is from elsewhere
+        raise BundleError(f"{HERE / 'edgeopt.json'}: bad 'output.decoder': {exc}") from None
 
 
 def _input(manifest: dict, hwc: np.ndarray) -> np.ndarray:
@@ -67,10 +114,11 @@ def _image(path: str, size: int):
 def detect(image_path: str, threads: int = 1, score: float | None = None, verify: bool = True) -> list[dict]:
     """Detections for one image, in original-image pixels."""
     manifest = _verified(_manifest(), verify)
+    decoder = _decoder(manifest, score)  # before the model loads: a bad manifest is named first
     hwc, lb = _image(image_path, manifest["input"]["size"])
     run = _session(manifest, threads)
     out = run(_input(manifest, hwc))[0]
-    det = decode(out, manifest["input"]["size"], _decoder(manifest, score))
+    det = decode(out, manifest["input"]["size"], decoder)
     boxes = lb.to_original(det.boxes)
     names = manifest["class_names"]
     return [{"class": names[int(c)], "class_id": int(c), "score": round(float(s), 4),
