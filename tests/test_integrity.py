@@ -182,3 +182,65 @@ def test_run_py_truncated_image_corrupt_model_and_incomplete_manifest_are_one_li
         proc = run_py(bundle, str(tmp_path / "whole.jpg"), "--no-verify")
         one_line_error(proc, needle)
         assert str(bundle / "edgeopt.json") in proc.stderr  # names the file
+
+
+def _tamper_after(monkeypatch, stage_cls: type, tampered: list[Path]) -> None:
+    """Make ``stage_cls.load`` overwrite each exported bundle's model after the stage has finished with it, as
+    a disk fault or another process could between two stages."""
+    original = stage_cls.load
+
+    def load(self, ctx, item, out):
+        original(self, ctx, item, out)
+        if item is not None:  # the benchmark's reference row has no bundle
+            bundle = ctx.bundles[-1].path if self.name == "export" else item.path
+            (bundle / "model.onnx").write_bytes(b"changed after the stage checked it")
+            tampered.append(bundle)
+
+    monkeypatch.setattr(stage_cls, "load", load)
+
+
+def _run_cli(monkeypatch, capsys, cfg: Path) -> tuple[int, str]:
+    from edgeopt.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["edgeopt", "run", str(cfg)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+BENCH = {"warmup": 1, "runs": 50, "threads": 1, "map": False}
+
+
+def test_a_bundle_changed_between_export_and_benchmark_is_not_benchmarked_or_shipped(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    from edgeopt.stages.export import ExportStage
+
+    cfg = write_config(tmp_path, stages=[*STAGES, "benchmark"], targets=ORT_FP32, benchmark=BENCH)
+    tampered: list[Path] = []
+    _tamper_after(monkeypatch, ExportStage, tampered)
+    code, err = _run_cli(monkeypatch, capsys, cfg)
+    assert code == 1 and len(tampered) == 1, err
+    assert "differs from its manifest" in err and "model.onnx" in err and "Traceback" not in err
+    run = tmp_path / "run"
+    assert not (run / "artifacts").exists() or not any((run / "artifacts").iterdir())
+    benched = [json.loads(p.read_text()) for p in (run / "cache" / "benchmark").glob("*/bench.json")]
+    assert not [b for b in benched if "peak_rss_mb" in b]  # only the torch reference (timed in-process) has figures
+
+
+def test_a_bundle_changed_between_benchmark_and_shipping_is_a_failed_row_not_shipped(shipped, monkeypatch, capsys):
+    from edgeopt.stages.benchmark import BenchmarkStage
+
+    _, result = shipped
+    artifact = Path(result.records[0]["artifact"])
+    assert verify_bundle(artifact) == []
+    cfg = write_config(artifact.parents[2], stages=[*STAGES, "benchmark"], targets=ORT_FP32, benchmark=BENCH)
+    tampered: list[Path] = []
+    _tamper_after(monkeypatch, BenchmarkStage, tampered)
+    code, err = _run_cli(monkeypatch, capsys, cfg)
+    assert code == 1 and len(tampered) == 1, err
+    assert "failed the gate" in err and "Traceback" not in err
+    (row,) = [r for r in json.loads((artifact.parents[1] / "results.json").read_text())["records"]
+              if r["target"] == "onnxruntime"]
+    assert row["status"] == "failed" and row["reason"] == "files differ from the manifest: model.onnx"
+    assert row["latency_ms_median"] > 0  # it was benchmarked while intact
+    assert not artifact.exists()  # the bundle shipped by the earlier run is withdrawn, the changed one not copied
