@@ -131,3 +131,85 @@ def test_full_pickle_refusal_names_the_globals_and_a_directory_is_not_a_config(t
     data = str(_dataset_with_names(tmp_path / "d", "[a]"))
     clean_failure(cli("eval", "--data", data, "--model", str(tmp_path / "code.pt")), "posix.getcwd", 1)
     clean_failure(cli("validate", str(tmp_path)), "is a directory")
+
+
+def _tiny_onnx(path: Path, names: str | None) -> Path:
+    """A two-class reference network exported to ONNX, with ``names`` as its metadata entry."""
+    import onnx
+    import torch
+
+    from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
+
+    model = build_reference(ReferenceConfig(num_classes=2, input_size=64, widths=(8, 8, 8, 8, 8),
+                                            depths=(1, 1, 1, 1), neck=(8, 8, 8), head=8)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(path), dynamo=False, opset_version=17)
+    graph = onnx.load(str(path))
+    if names is not None:
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = "names", names
+    onnx.save(graph, str(path))
+    return path
+
+
+def test_onnx_metadata_names_of_an_odd_type_are_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    for i, names in enumerate(["{[1]: 2}", "5", "{0: 'a', 2: 'b'}", "[]"]):  # unhashable, a number, gaps, none
+        model = {"source": str(_tiny_onnx(tmp_path / f"m{i}.onnx", names)), "decoder": "yolo_normalized"}
+        (tmp_path / str(i)).mkdir()
+        cfg = _edited(tmp_path / str(i), stages=["calibrate"], model=model)
+        proc = cli("run", str(cfg))
+        clean_failure(proc, "metadata entry 'names'", 1)
+        assert "model.class_names" in proc.stderr and not (tmp_path / str(i) / "run").exists()
+
+
+FACTORY = """
+from edgeopt.models.sources.reference.network import ReferenceConfig, build_reference
+
+
+def build():
+    return build_reference(ReferenceConfig(num_classes=2, input_size=64, widths=(8, 8, 8, 8, 8),
+                                           depths=(1, 1, 1, 1), neck=(8, 8, 8), head=8))
+"""
+
+
+def test_factory_weights_that_are_random_bytes_or_not_a_state_dict_are_named(tmp_path):
+    import torch
+
+    (tmp_path / "tinydet.py").write_text(FACTORY)
+    (tmp_path / "random.pt").write_bytes(os.urandom(4096))
+    torch.save({"stem.0.weight": 1, "epoch": 3}, tmp_path / "numbers.pt")  # a dict, but of no tensors
+    for weights, needle in [("random.pt", "not a readable PyTorch"), ("numbers.pt", "is not a state_dict")]:
+        cfg = _edited(tmp_path, stages=["calibrate"], model={
+            "source": "tinydet:build", "trust_code": True, "weights": str(tmp_path / weights),
+            "decoder": "yolo_normalized", "input_size": 64, "class_names": ["a", "b"]})
+        proc = subprocess.run([sys.executable, "-m", "edgeopt.cli", "run", str(cfg)], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=600,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])})
+        clean_failure(proc, needle, 1)
+        assert str(tmp_path / weights) in proc.stderr and not (tmp_path / "run").exists()
+
+
+def test_checkpoint_with_a_bad_channel_spec_is_named(tmp_path):
+    import torch
+    from PIL import Image
+
+    from edgeopt.models.checkpoint import channel_spec, plain_state
+    from edgeopt.models.sources.reference.checkpoint import FORMAT, load_detector
+
+    model = load_detector()
+    header = {"format": FORMAT, "config": model.config.to_dict()}
+    state, spec = plain_state(model), channel_spec(model)
+    first = next(iter(spec))  # the stem convolution: [3, 16, 1]
+    rewired = {**state, f"{first}.weight": state[f"{first}.weight"][:8].clone()}  # fits its own spec entry only
+    cases = [("rewired", {"channels": {**spec, first: [3, 8, 1]}, "state_dict": rewired}, "does not fit together"),
+             ("text", {"channels": "abc", "state_dict": state}, "not a mapping"),
+             ("wide", {"channels": {first: [3, 10**6, 1]}, "state_dict": state}, "no larger than the unpruned")]
+    data = _dataset_with_names(tmp_path / "d", "[a]")
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(data.parent / "images" / "val" / "x.jpg")
+    (data.parent / "labels" / "val").mkdir(parents=True)
+    (data.parent / "labels" / "val" / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    for name, body, needle in cases:
+        torch.save({**header, **body}, tmp_path / f"{name}.pt")
+        proc = cli("eval", "--data", str(data), "--model", str(tmp_path / f"{name}.pt"))
+        clean_failure(proc, needle, 1)
+        assert f"{name}.pt" in proc.stderr

@@ -55,19 +55,38 @@ def channel_spec(model: nn.Module) -> dict[str, list[int]]:
     return spec
 
 
+def _check_dims(name: str, dims: object, old: nn.Module) -> None:
+    """Refuse a spec entry that is not what :func:`channel_spec` writes for ``old``: positive integers, as many
+    as the layer kind has, none above the unpruned layer's (pruning only removes channels; a huge count would
+    try to allocate it)."""
+    limits = ([old.in_channels, old.out_channels, old.groups] if isinstance(old, nn.Conv2d)
+              else [old.num_features] if isinstance(old, nn.BatchNorm2d) else None)
+    if limits is None:
+        raise ModelError(f"channel spec names {name!r}, which is a {type(old).__name__} in this architecture")
+    ok = (isinstance(dims, list) and len(dims) == len(limits)
+          and all(type(d) is int and 0 < d <= limit for d, limit in zip(dims, limits)))
+    if not ok:
+        raise ModelError(f"channel spec entry {name!r} is {dims!r}: expected {len(limits)} positive integers "
+                         f"no larger than the unpruned layer's {limits}")
+
+
 def apply_channel_spec(model: nn.Module, spec: dict[str, list[int]]) -> nn.Module:
     """Resize the convolutions and BatchNorms of a freshly built model to a (pruned) channel spec, in place."""
+    if not isinstance(spec, dict):
+        raise ModelError(f"the channel spec is a {type(spec).__name__}, not a mapping of layer name to channels")
     for name, dims in spec.items():
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        old = parent.get_submodule(child)
+        parent_name, _, child = str(name).rpartition(".")
+        try:
+            parent = model.get_submodule(parent_name) if parent_name else model
+            old = parent.get_submodule(child)
+        except AttributeError:
+            raise ModelError(f"channel spec names {name!r}, which this architecture does not have") from None
+        _check_dims(name, dims, old)
         if isinstance(old, nn.Conv2d):
             new = nn.Conv2d(dims[0], dims[1], old.kernel_size, old.stride, old.padding, old.dilation, dims[2],
                             old.bias is not None)
-        elif isinstance(old, nn.BatchNorm2d):
-            new = nn.BatchNorm2d(dims[0], old.eps, old.momentum)
         else:
-            raise ModelError(f"channel spec names {name!r}, which is a {type(old).__name__} in this architecture")
+            new = nn.BatchNorm2d(dims[0], old.eps, old.momentum)
         if isinstance(parent, (nn.Sequential, nn.ModuleList)):
             parent[int(child)] = new
         else:
@@ -116,8 +135,8 @@ def load_into(model: nn.Module, data: dict, path: str | Path) -> nn.Module:
         if data.get("channels"):
             apply_channel_spec(model, data["channels"])
         model.load_state_dict(data["state_dict"])
-    except ModelError:
-        raise
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc.message}", hint=exc.hint) from None
     except Exception as exc:  # a channel spec or state_dict that does not fit this architecture
         raise ModelError(f"{path}: weights do not match the architecture: {first_line(exc)}") from None
     return model.eval()

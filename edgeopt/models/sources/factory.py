@@ -126,6 +126,11 @@ def load_factory(cfg: Any, fallback_names: list[str] | None) -> Detector:
 
 
 def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    not_tensors = [str(k) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:  # a dict of something else (a config, a history): not weights, whatever its keys say
+        raise ModelError(f"{path} is not a state_dict: {', '.join(not_tensors[:3])}"
+                         f"{' ...' if len(not_tensors) > 3 else ''} hold(s) no tensor",
+                         hint="model.weights must be a file saved with torch.save(model.state_dict(), path)")
     missing, unexpected = [], []
     own = model.state_dict()
     for k in own:
@@ -133,7 +138,7 @@ def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
             missing.append(k)
     for k in state:
         if k not in own:
-            unexpected.append(k)
+            unexpected.append(str(k))
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or mismatched:
         parts = [f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"

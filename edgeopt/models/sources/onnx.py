@@ -49,17 +49,30 @@ def _static_size(model, path: Path, wanted: int | None) -> int:
     return wanted
 
 
-def _names(model, cfg: Any, fallback: list[str] | None) -> list[str]:
+def _metadata_names(text: str, path: Path) -> list[str]:
+    """Class names from the ``names`` metadata entry, which some exporters write as a Python literal: a list or
+    an ``{id: name}`` mapping. Anything else is refused: guessing would give detections the wrong class names."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: e.g. {[1]: 2}
+        value = None
+    names = parse_names(value)
+    if isinstance(value, dict) and sorted(value) != list(range(len(value))):
+        names = None  # ids with gaps or negative ids cannot be mapped to the output's class channels
+    if not names:
+        shown = text if len(text) <= 60 else text[:60] + "..."
+        raise ModelError(f"{path}: the metadata entry 'names' is not a list of class names or an {{id: name}} "
+                         f"mapping with ids 0..N-1 (found {shown!r})",
+                         hint="set model.class_names to name the classes yourself")
+    return names
+
+
+def _names(model, cfg: Any, fallback: list[str] | None, path: Path) -> list[str]:
     if cfg.class_names:
         return list(cfg.class_names)
     meta = {p.key: p.value for p in model.metadata_props}
-    if "names" in meta:  # some exporters store {id: name} as a Python literal
-        try:
-            names = parse_names(ast.literal_eval(meta["names"]))
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            names = None
-        if names is not None:
-            return names
+    if "names" in meta:
+        return _metadata_names(meta["names"], path)
     if fallback:
         return list(fallback)
     raise ConfigError("the ONNX model carries no class names", hint="set model.class_names")
@@ -151,7 +164,7 @@ def load_onnx(path: Path, cfg: Any, fallback_names: list[str] | None) -> Detecto
                          f"{first_line(exc)})",
                          hint="the file may be truncated or corrupt; export it again") from None
     size = _static_size(model, path, cfg.input_size)
-    names = _names(model, cfg, fallback_names)
+    names = _names(model, cfg, fallback_names, path)
     try:
         prepared = prepare(model, size, cfg.decoder)
     except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.errors import ModelError
+from edgeopt.errors import ModelError, first_line
 from edgeopt.models.checkpoint import channel_spec, load_checkpoint_dict, load_into, plain_state, save_checkpoint
 from edgeopt.models.sources.reference.network import ReferenceConfig, ReferenceDetector
 
@@ -34,6 +34,24 @@ def load_detector(path: str | Path | None = None) -> ReferenceDetector:
     except Exception as exc:  # a missing or malformed architecture header
         raise ModelError(f"{path}: the architecture config is missing or invalid "
                          f"({exc.__class__.__name__}: {exc})") from None
-    return load_into(model, data, path)
+    unpruned = channel_spec(model)
+    model = load_into(model, data, path)
+    if data.get("channels") and data["channels"] != unpruned:
+        _probe(model, path)
+    return model
+
+
+def _probe(model: ReferenceDetector, path: str | Path) -> None:
+    """Run one zero image through a pruned model: a channel spec whose entries each fit their layer can still
+    leave two layers disagreeing on the channels between them, which would otherwise surface mid-run."""
+    import torch
+
+    size = model.config.input_size
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, size, size))
+    except Exception as exc:
+        raise ModelError(f"{path}: the channel spec does not fit together (a 1x3x{size}x{size} image fails: "
+                         f"{first_line(exc)})", hint="the file was not written by edgeopt, or was edited") from None
 
 
