@@ -213,3 +213,20 @@ def test_checkpoint_with_a_bad_channel_spec_is_named(tmp_path):
         proc = cli("eval", "--data", str(data), "--model", str(tmp_path / f"{name}.pt"))
         clean_failure(proc, needle, 1)
         assert f"{name}.pt" in proc.stderr
+
+
+def test_legacy_format_pickle_with_code_names_the_global(tmp_path):
+    """The format torch < 1.6 wrote (no zip): the refusal names the code it references, as for the zip format,
+    at the default protocol (GLOBAL) and at protocol 4 (STACK_GLOBAL, names fetched from the memo)."""
+    import collections
+
+    import torch
+
+    data = str(_dataset_with_names(tmp_path / "d", "[a]"))
+    for protocol in (2, 4):
+        path = tmp_path / f"legacy{protocol}.pt"
+        torch.save({"state": collections.OrderedDict(w=torch.zeros(2)), "fn": os.getcwd}, path,
+                   _use_new_zipfile_serialization=False, pickle_protocol=protocol)
+        proc = cli("eval", "--data", data, "--model", str(path))
+        clean_failure(proc, "a full pickle, referencing posix.getcwd)", 1)
+        assert "torch." not in proc.stderr.split("referencing")[1]  # tensors are allowed: not named

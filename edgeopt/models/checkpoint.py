@@ -23,10 +23,10 @@ def load_checkpoint_dict(path: str | Path) -> dict:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if "Unsupported global" in text or "GLOBAL" in text:  # a real pickle that references code
+        text, unsafe = str(exc), _unsafe_globals(path)
+        if unsafe or "Unsupported global" in text or "GLOBAL" in text:  # a real pickle that references code
             raise ModelError(f"{path} needs arbitrary code to load (a full pickle, referencing "
-                             f"{', '.join(_unsafe_globals(path)) or 'unknown globals'}), refused",
+                             f"{', '.join(unsafe) or 'unknown globals'}), refused",
                              hint="edgeopt loads plain state_dicts; re-save the weights as a state_dict") from None
         raise ModelError(f"{path} is not a readable PyTorch file (corrupt or truncated?)") from None
     except Exception as exc:  # zip, pickle and tensor errors come in many types; all mean the same to the user
@@ -37,11 +37,59 @@ def load_checkpoint_dict(path: str | Path) -> dict:
 
 
 def _unsafe_globals(path: Path) -> list[str]:
-    """The classes and functions a checkpoint's pickle references, read without unpickling it."""
+    """The classes and functions a checkpoint's pickle references that a weights-only load refuses, read
+    without unpickling it (zip format, or the legacy format of torch < 1.6)."""
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))[:5]
-    except Exception:  # a legacy or damaged file: the names are not readable
+        if zipfile.is_zipfile(path):
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))[:5]
+        allowed = _allowed_globals()
+        return [name for name in _legacy_globals(path) if name not in allowed][:5]
+    except Exception:  # a damaged file: the names are not readable
         return []
+
+
+def _allowed_globals() -> set[str]:
+    """What torch's weights-only unpickler accepts (the set the zip-format check above filters with)."""
+    try:
+        from torch import _weights_only_unpickler as unpickler
+
+        return set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())
+    except (ImportError, AttributeError):  # a torch without this private helper: every global is named
+        return set()
+
+
+# a legacy file is five pickles (magic number, protocol, system info, the object, storage keys), then raw data
+LEGACY_PICKLES = 5
+STRING_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
+                        "SHORT_BINSTRING"})
+NOT_PUSHING = frozenset({"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME", "PROTO"})
+
+
+def _legacy_globals(path: Path) -> list[str]:
+    """Every global (``module.name``) the pickles of a legacy-format file reference, in order of appearance:
+    ``GLOBAL``/``INST`` carry the name, ``STACK_GLOBAL`` (protocol 4) takes the two strings pushed before it,
+    possibly fetched back from the memo."""
+    import pickletools
+
+    found: list[str] = []
+    with open(path, "rb") as f:
+        for _ in range(LEGACY_PICKLES):
+            memo: dict[int, object] = {}
+            pushed: list[object] = []  # the value each pushing op left (a string, or None for anything else)
+            for op, arg, _pos in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(pushed) >= 2 and all(isinstance(v, str) for v in pushed[-2:]):
+                    found.append(f"{pushed[-2]}.{pushed[-1]}")
+                if op.name == "MEMOIZE":
+                    memo[len(memo)] = pushed[-1] if pushed else None
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[int(arg)] = pushed[-1] if pushed else None
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(int(arg)))
+                elif op.name not in NOT_PUSHING:
+                    pushed.append(arg if op.name in STRING_OPS else None)
+    return list(dict.fromkeys(found))
 
 
 def channel_spec(model: nn.Module) -> dict[str, list[int]]:
