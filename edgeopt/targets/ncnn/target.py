@@ -22,7 +22,8 @@ def convert_with_pnnx(detector, out_dir: Path, fp16: bool) -> tuple[Path, Path]:
     import pnnx
     import torch
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # inside out_dir (a cache temporary, or a folder in one): a killed run leaves it where the next run cleans
+    with tempfile.TemporaryDirectory(prefix=".convert-", dir=out_dir) as tmp:
         traced = Path(tmp) / "model.pt"
         try:
             with torch.no_grad():
@@ -64,7 +65,7 @@ class NcnnTarget(Target):
             return ExportResult(files, quantization, runtime=dict(IO))
         # the plan's method unless the target option names one; ncnn has max and KL (its entropy calibration) only
         method = options.calibration or ("max" if plan.method == "minmax" else "kl")
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out_dir) as tmp:
             param, weights = convert_with_pnnx(detector, Path(tmp), fp16=False)
             fp32_size = weights.stat().st_size
             result = write_int8(param, weights, out_dir / "model.param", out_dir / "model.bin", calib.images,

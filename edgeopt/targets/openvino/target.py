@@ -87,7 +87,8 @@ class OpenVinoTarget(Target):
         reason = self.precision_unsupported(precision)
         if reason:
             raise ExportError(reason)
-        with tempfile.TemporaryDirectory() as tmp:
+        # inside the export's folder (a cache temporary): a killed run leaves it where the next run cleans
+        with tempfile.TemporaryDirectory(prefix=".convert-", dir=out_dir) as tmp:
             onnx_path = export_onnx(detector, Path(tmp) / "model.onnx")
             model = ov.convert_model(str(onnx_path))
         size = detector.input_size

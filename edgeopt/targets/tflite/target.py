@@ -131,7 +131,8 @@ class TFLiteTarget(Target):
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: Any) -> ExportResult:
         layout, input_dtype = options.layout, options.input_dtype
         model = out_dir / "model.tflite"
-        with tempfile.TemporaryDirectory() as tmp:
+        # inside the export's folder (a cache temporary): a killed run leaves it where the next run cleans
+        with tempfile.TemporaryDirectory(prefix=".convert-", dir=out_dir) as tmp:
             float_path = Path(tmp) / "float.tflite"
             _convert_float(detector, float_path, layout, input_dtype)
             if precision == "fp32":
