@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import platform
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,13 +31,16 @@ class OnnxRuntimeTarget(Target):
         import onnxruntime
         import onnxslim
 
-        return {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim.__version__}
+        return {"onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__, "onnxslim": onnxslim.__version__,
+                # reduce_range "auto" follows it, so a cached int8 export is keyed by it
+                "int8_u8s8_saturates": str(u8s8_saturates())}
 
     def export(self, detector, precision: str, plan, calib, out_dir: Path, options: Any) -> ExportResult:
         fp32 = export_onnx(detector, out_dir / ("model.onnx" if precision == "fp32" else "model_fp32.onnx"))
         if precision == "fp32":
             return ExportResult(["model.onnx"])
-        details = quantize_qdq(fp32, out_dir / "model.onnx", plan, calib)
+        reduce_range = u8s8_saturates() if options.reduce_range == "auto" else options.reduce_range
+        details = quantize_qdq(fp32, out_dir / "model.onnx", plan, calib, reduce_range)
         fp32.unlink()
         return ExportResult(["model.onnx"], details)
 
@@ -60,8 +65,21 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_qdq(src: Path, dst: Path, plan, calib) -> dict[str, Any]:
-    """Static QDQ quantization with onnxruntime.quantization, fed by the shared calibration images."""
+def u8s8_saturates() -> bool:
+    """True on an x86-64 CPU without VNNI: there ONNX Runtime's uint8 x int8 kernels (vpmaddubsw) add pairs of
+    products in 16 bits, which saturate unless the weights keep to 7 bits (onnxruntime's quantization docs)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # cannot tell: 7-bit weights are safe everywhere
+    return not re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags)
+
+
+def quantize_qdq(src: Path, dst: Path, plan, calib, reduce_range: bool = False) -> dict[str, Any]:
+    """Static QDQ quantization with onnxruntime.quantization, fed by the shared calibration images
+    (``reduce_range``: 7-bit weights, see :func:`u8s8_saturates`)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -84,13 +102,14 @@ def quantize_qdq(src: Path, dst: Path, plan, calib) -> dict[str, Any]:
         with _quiet_root_logger():  # ORT logs advice to the root logger on every call
             quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
                             per_channel=plan.per_channel, activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=excluded,
-                            extra_options=extra)
+                            weight_type=QuantType.QInt8, reduce_range=reduce_range, calibrate_method=method,
+                            nodes_to_exclude=excluded, extra_options=extra)
     except Exception as exc:
         raise ExportError(f"onnxruntime quantize_static failed: {exc.__class__.__name__}: {exc}") from None
     q = onnx.load(str(dst))
     n_conv = sum(1 for n in q.graph.node if n.op_type == "Conv")
     n_dq = sum(1 for n in q.graph.node if n.op_type == "DequantizeLinear")
-    return {"format": "QDQ", "activations": "uint8", "weights": "int8", "per_channel": plan.per_channel,
+    return {"format": "QDQ", "activations": "uint8", "weights": "int7 (reduce_range)" if reduce_range else "int8",
+            "per_channel": plan.per_channel,
             "calibration": plan.method, "calibration_images": int(len(calib.images)), "kept_float": excluded,
             "conv_nodes": n_conv, "dequantize_nodes": n_dq}
