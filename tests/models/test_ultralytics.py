@@ -136,15 +136,19 @@ def test_wrapper_output_is_ultralytics_prediction(train_yolo):
 
 @pytest.fixture(scope="session")
 def plain_run(train_yolo, yolo_data, tmp_path_factory):
-    """calibrate -> quantize -> export -> benchmark, fp32 + int8 on every target, once per architecture."""
+    """calibrate -> quantize -> export -> benchmark, fp32 + int8 on every target, once per architecture; int8 with
+    no rule keeping anything float (``keep_head_float: false``), searched to a 0.5 pt mAP budget."""
     runs: dict[str, dict] = {}
 
     def run(arch: str) -> dict:
         if arch not in runs:
             cfg = write_config(tmp_path_factory.mktemp(arch) / "plain.yaml", train_yolo(arch, 40), yolo_data,
-                               ["calibrate", "quantize", "export", "benchmark"])
+                               ["calibrate", "quantize", "export", "benchmark"],
+                               quantize={"keep_head_float": False, "max_drop": 0.5})
             result = run_pipeline(load_config(cfg))
-            runs[arch] = {(r["target"], r["precision"]): r for r in result.records}
+            runs[arch] = {(r["target"], r["precision"]): {**r, "manifest": _cached_manifest(result, r)}
+                          for r in result.records if r.get("cache_key")}
+            runs[arch][("torch", "fp32")] = next(r for r in result.records if r["status"] == "reference")
         return runs[arch]
 
     return run
@@ -165,10 +169,15 @@ def test_fp32_on_every_runtime_scores_like_ultralytics_val(arch, plain_run, trai
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("target", TARGETS)
-def test_int8_passes_parity_and_keeps_map(arch, target, plain_run):
+def test_int8_meets_a_half_point_budget_with_no_hand_written_rule(arch, target, plain_run):
+    """Measured on this AVX2 CPU: YOLOv8n / YOLO11n drop (pt) ONNX Runtime -0.26 / -0.36 (decode kept float),
+    OpenVINO -0.58 / -0.52 (as configured), TFLite -0.16 / -0.17 (decode), ncnn 0.11 / 0.01 (as configured)."""
     row = plain_run(arch)[(target, "int8")]
+    search = row["manifest"]["quantization"]["accuracy_search"]
+    print(f"{arch} {target} int8: " + "; ".join(f"{s['step'][:40]}: {s['drop_points']:.2f} pt" for s in search["steps"]))
     assert row["status"] == "passed", row["reason"]
-    assert row["parity_box_agreement"] >= 0.75 and row["map50_95_drop"] <= 0.02, row
+    assert not search["steps"][0]["keep_head_float"] and search["met"]
+    assert row["parity_box_agreement"] >= 0.75 and row["map50_95_drop"] <= 0.005, row
 
 
 @pytest.mark.timeout(1800)  # prune, distil and eight exports: ~10 min alone, over 900 s on a loaded machine
