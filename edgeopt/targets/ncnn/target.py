@@ -23,6 +23,7 @@ def convert_with_pnnx(detector, out_dir: Path, fp16: bool) -> tuple[Path, Path]:
     import torch
 
     # inside out_dir (a cache temporary, or a folder in one): a killed run leaves it where the next run cleans
+    out_dir.mkdir(parents=True, exist_ok=True)  # callers may name a folder still to make
     with tempfile.TemporaryDirectory(prefix=".convert-", dir=out_dir) as tmp:
         traced = Path(tmp) / "model.pt"
         try:
@@ -65,6 +66,7 @@ class NcnnTarget(Target):
             return ExportResult(files, quantization, runtime=dict(IO))
         # the plan's method unless the target option names one; ncnn has max and KL (its entropy calibration) only
         method = options.calibration or ("max" if plan.method == "minmax" else "kl")
+        out_dir.mkdir(parents=True, exist_ok=True)  # callers may name a folder still to make
         with tempfile.TemporaryDirectory(prefix=".fp32-", dir=out_dir) as tmp:
             param, weights = convert_with_pnnx(detector, Path(tmp), fp16=False)
             fp32_size = weights.stat().st_size

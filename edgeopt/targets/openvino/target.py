@@ -88,6 +88,7 @@ class OpenVinoTarget(Target):
         if reason:
             raise ExportError(reason)
         # inside the export's folder (a cache temporary): a killed run leaves it where the next run cleans
+        out_dir.mkdir(parents=True, exist_ok=True)  # callers may name a folder still to make
         with tempfile.TemporaryDirectory(prefix=".convert-", dir=out_dir) as tmp:
             onnx_path = export_onnx(detector, Path(tmp) / "model.onnx")
             model = ov.convert_model(str(onnx_path))

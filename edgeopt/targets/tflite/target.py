@@ -132,6 +132,7 @@ class TFLiteTarget(Target):
         layout, input_dtype = options.layout, options.input_dtype
         model = out_dir / "model.tflite"
         # inside the export's folder (a cache temporary): a killed run leaves it where the next run cleans
+        out_dir.mkdir(parents=True, exist_ok=True)  # callers may name a folder still to make
         with tempfile.TemporaryDirectory(prefix=".convert-", dir=out_dir) as tmp:
             float_path = Path(tmp) / "float.tflite"
             _convert_float(detector, float_path, layout, input_dtype)
