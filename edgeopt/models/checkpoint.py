@@ -103,6 +103,9 @@ def channel_spec(model: nn.Module) -> dict[str, list[int]]:
     return spec
 
 
+SPEC_HINT = "the checkpoint was not written by edgeopt for this architecture, or was edited; save it again"
+
+
 def _check_dims(name: str, dims: object, old: nn.Module) -> None:
     """Refuse a spec entry that is not what :func:`channel_spec` writes for ``old``: positive integers, as many
     as the layer kind has, none above the unpruned layer's (pruning only removes channels; a huge count would
@@ -110,25 +113,28 @@ def _check_dims(name: str, dims: object, old: nn.Module) -> None:
     limits = ([old.in_channels, old.out_channels, old.groups] if isinstance(old, nn.Conv2d)
               else [old.num_features] if isinstance(old, nn.BatchNorm2d) else None)
     if limits is None:
-        raise ModelError(f"channel spec names {name!r}, which is a {type(old).__name__} in this architecture")
+        raise ModelError(f"channel spec names {name!r}, which is a {type(old).__name__} in this architecture",
+                         hint=SPEC_HINT)
     ok = (isinstance(dims, list) and len(dims) == len(limits)
           and all(type(d) is int and 0 < d <= limit for d, limit in zip(dims, limits)))
     if not ok:
         raise ModelError(f"channel spec entry {name!r} is {dims!r}: expected {len(limits)} positive integers "
-                         f"no larger than the unpruned layer's {limits}")
+                         f"no larger than the unpruned layer's {limits}", hint=SPEC_HINT)
 
 
 def apply_channel_spec(model: nn.Module, spec: dict[str, list[int]]) -> nn.Module:
     """Resize the convolutions and BatchNorms of a freshly built model to a (pruned) channel spec, in place."""
     if not isinstance(spec, dict):
-        raise ModelError(f"the channel spec is a {type(spec).__name__}, not a mapping of layer name to channels")
+        raise ModelError(f"the channel spec is a {type(spec).__name__}, not a mapping of layer name to channels",
+                         hint=SPEC_HINT)
     for name, dims in spec.items():
         parent_name, _, child = str(name).rpartition(".")
         try:
             parent = model.get_submodule(parent_name) if parent_name else model
             old = parent.get_submodule(child)
         except AttributeError:
-            raise ModelError(f"channel spec names {name!r}, which this architecture does not have") from None
+            raise ModelError(f"channel spec names {name!r}, which this architecture does not have",
+                             hint=SPEC_HINT) from None
         _check_dims(name, dims, old)
         if isinstance(old, nn.Conv2d):
             new = nn.Conv2d(dims[0], dims[1], old.kernel_size, old.stride, old.padding, old.dilation, dims[2],

@@ -129,6 +129,12 @@ class ExportItem:
     precision: str
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (the int8 search measures mAP on all of them); ``os.sched_getaffinity``
+    is Linux-only."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class ExportStage(Stage):
     """One bundle per (target, precision); a failed export or a precision this machine lacks is a row, not a stop."""
 
@@ -215,7 +221,7 @@ class ExportStage(Stage):
             return
 
         def measure(manifest: Manifest) -> dict[str, Any]:
-            session = item.target.open(out, manifest.to_dict(), threads=len(os.sched_getaffinity(0)))  # all cores
+            session = item.target.open(out, manifest.to_dict(), threads=usable_cores())
             decoder = DecoderConfig(**manifest.output["decoder"])
             return validation_map(lambda x: session(x)[0], ctx.validation, manifest.input["size"], decoder)
 
