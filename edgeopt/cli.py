@@ -23,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Compress, export, verify and benchmark object detectors for edge devices.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the synthetic reference dataset.")
 app.add_typer(data_app, name="data")
+device_app = typer.Typer(no_args_is_help=True, help="Devices: check one, or install the runtimes on it.")
+app.add_typer(device_app, name="device")
 # wide tables when piped to a file or CI log (rich would default to 80 columns there)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -53,6 +55,69 @@ def data_synth(
                           hint="choose another --out, or pass --force")
     path = generate(out, train, val, seed=seed, workers=workers, progress=True, difficulty=difficulty)
     console.print(f"wrote {train} train + {val} val images; dataset file: {path}")
+
+
+def _device_runtimes() -> dict[str, tuple[str, ...]]:
+    """Every registered target's runtime modules on a device (target name -> modules, any one suffices)."""
+    from edgeopt.core.registry import TARGETS
+
+    return {name: TARGETS.load(name).device_modules for name in TARGETS.names}
+
+
+@device_app.command("check")
+def device_check(
+    name: Annotated[str, typer.Argument(help="Device profile: a name in devices/ or a path to a profile YAML.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
+) -> None:
+    """Connect and report what makes a figure comparable (CPU, flags, governor, temperature, throttling, memory,
+    OS, Python) and which runtimes the bundle runner finds there."""
+    from edgeopt.devices import load_device
+
+    info = load_device(name).describe(_device_runtimes())
+    if json_out:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(title=f"device {info['name']}" + (" (emulated: latency is not a speed claim)"
+                                                     if info.get("emulated") else ""), show_header=False)
+    for key, value in info.items():
+        if key != "runtimes":
+            table.add_row(key, escape(json.dumps(value) if isinstance(value, (dict, list)) else str(value)))
+    for target, found in info.get("runtimes", {}).items():
+        shown = f"{found.get('module')} {found.get('version')}" if found.get("ok") else \
+            f"[red]missing[/] ({escape(str(found.get('error')))})"
+        table.add_row(f"runtime {target}", shown)
+    console.print(table)
+
+
+@device_app.command("setup")
+def device_setup(
+    name: Annotated[str, typer.Argument(help="Device profile: a name in devices/ or a path to a profile YAML.")],
+    targets: Annotated[str, typer.Option(help="Comma-separated targets whose runtimes to install.")]
+    = "onnxruntime,tflite,ncnn,openvino",
+    wheels: Annotated[Path, typer.Option(help="Wheelhouse folder here (per device platform).")]
+    = Path.home() / ".cache" / "edgeopt" / "wheels",
+) -> None:
+    """Download the runtimes' wheels here for the device's platform, push them, and install them into a venv
+    in the device's work_dir (no network needed on the device); the venv is then used for every command."""
+    from edgeopt.core.registry import TARGETS
+    from edgeopt.devices import load_device
+    from edgeopt.devices.setup import setup_device
+
+    names = [t.strip() for t in targets.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TARGETS]
+    if unknown or not names:
+        raise ConfigError(f"unknown target(s) {', '.join(unknown) or '(none given)'}",
+                          hint=f"targets: {', '.join(TARGETS.names)}")
+    device = load_device(name)
+    if not hasattr(device, "agent"):
+        raise ConfigError(f"device '{device.name}' is this machine: install edgeopt's extras here instead",
+                          hint="pip install 'edgeopt[all]'")
+    packages = list(dict.fromkeys(p for t in names for p in TARGETS.load(t).device_packages))
+    with err_console.status(f"device setup: wheels for {', '.join(packages)} -> {device.name}"):
+        record = setup_device(device, packages, wheels)
+    for note in record["notes"]:
+        err_console.print(f"[yellow]note:[/] {escape(note)}")
+    console.print(f"{device.name}: installed {', '.join(record['requirements'].values())} into {record['python']}")
 
 
 @app.command("train")
@@ -129,7 +194,8 @@ def validate_cmd(
     from edgeopt.devices import load_device
 
     cfg = load_config(config, set_ or [])
-    load_device(cfg.device)  # a missing or unsupported device profile fails here, as it would in `run`
+    for spec in cfg.devices:
+        load_device(spec)  # a missing or invalid device profile fails here, as it would in `run`
     targets = ", ".join(f"{t.name} ({'/'.join(t.precisions)})" for t in cfg.targets)
     console.print(f"{config}: valid; stages {' -> '.join(cfg.stages)}; targets {targets}")
 
@@ -165,6 +231,9 @@ def run_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a key: a.b=value (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (overrides 'output').")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every stage.")] = False,
+    device: Annotated[list[str] | None, typer.Option(
+        "--device", help="Benchmark on this device profile (devices/NAME.yaml or a path; repeatable; "
+                         "overrides 'device').")] = None,
 ) -> None:
     """Run a pipeline: calibrate -> quantize -> export (+ parity) -> benchmark -> report."""
     from edgeopt.config.load import load_config
@@ -172,14 +241,15 @@ def run_cmd(
     from edgeopt.report.results import results_table
 
     overrides = list(set_ or []) + ([f"output={out}"] if out else [])
+    overrides += [f"device={json.dumps(device)}"] if device else []
     cfg = load_config(config, overrides)
     try:
         result = run_pipeline(cfg, use_cache=not no_cache, console=err_console)
     except KeyboardInterrupt:  # typer would turn it into a silent exit 130
         err_console.print("interrupted; finished stages are cached and the next run resumes from them")
         raise typer.Exit(130) from None
-    console.print(results_table(result.records, f"edgeopt run '{cfg.name}' on {result.run_info['device']['name']}"
-                                f" ({result.run_info['threads']} thread(s))"))
+    console.print(results_table(result.records, f"edgeopt run '{cfg.name}' on {', '.join(cfg.devices)}"
+                                f" ({result.run_info['threads']} thread(s) unless a device profile lists others)"))
     console.print(f"results: {result.output / 'results.json'}  report: {result.output / 'report.md'}  "
                   f"cache: {len(result.cache_hits)} reused, {len(result.cache_misses)} computed")
     if result.failed:

@@ -25,8 +25,10 @@ from edgeopt.core.lock import run_lock
 from edgeopt.core.manifest import verify_bundle
 from edgeopt.core.registry import STAGES, TARGETS
 from edgeopt.data.open import open_dataset
+from edgeopt.core.contracts import Device
 from edgeopt.devices import load_device
-from edgeopt.errors import ConfigError, EdgeoptError, ParityError
+from edgeopt.devices.local import LocalDevice
+from edgeopt.errors import ConfigError, DeviceError, EdgeoptError, ParityError
 from edgeopt.models.sources import load_model
 from edgeopt.report.results import PARITY_COLUMNS, write_results
 from edgeopt.stages.context import Bundle, RunContext
@@ -68,8 +70,9 @@ def _finish(ctx: RunContext) -> RunResult:
     """Rows for the reference, the skipped and failed exports and every bundle (shipping those that pass);
     results files."""
     config = ctx.config
-    records = [*_reference_rows(ctx), *ctx.records, *(_bundle_row(ctx, b) for b in ctx.bundles)]
-    run_info = {"name": config.name, "config_hash": ctx.config_hash, "device": ctx.device_info,
+    records = [*_reference_rows(ctx), *ctx.records, *(row for b in ctx.bundles for row in _bundle_rows(ctx, b))]
+    run_info = {"name": config.name, "config_hash": ctx.config_hash, "device": ctx.host_info,
+                "devices": ctx.device_infos,
                 "versions": ctx.versions, "threads": config.benchmark.threads, "stages": config.stages,
                 "output": str(config.output_dir), "prune": ctx.prune_report,
                 "quantize": {"outlier_layers": ctx.plan.outlier_layers} if ctx.plan else None}
@@ -82,19 +85,21 @@ def preflight(config: PipelineConfig, stages: list[Stage], cache: Cache, console
     targets = {t.name: TARGETS.create(t.name) for t in config.targets}
     for target in targets.values():
         target.check_available()
-    device = load_device(config.device)
-    for name, target in targets.items():
-        reason = target.why_unsupported(device)
-        if reason:
-            raise ConfigError(f"target '{name}' cannot run on device '{device.name}': {reason}")
-    ctx = _read_inputs(config, targets, device, cache, console)
+    devices = [load_device(spec) for spec in config.devices]
+    for device in devices:
+        for name, target in targets.items():
+            reason = target.why_unsupported(device)
+            if reason:
+                raise ConfigError(f"target '{name}' cannot run on device '{device.name}': {reason}")
+    ctx = _read_inputs(config, targets, devices, cache, console)
     for stage in stages:
         stage.check(ctx)
     _check_output_dir(config.output_dir)
     return ctx
 
 
-def _read_inputs(config: PipelineConfig, targets: dict, device: Any, cache: Cache, console: Console) -> RunContext:
+def _read_inputs(config: PipelineConfig, targets: dict, devices: list[Device], cache: Cache,
+                 console: Console) -> RunContext:
     """Datasets and the detector, read before anything is written (a bad input leaves no half-made run)."""
     calibration = open_dataset(config.data.calibration) if "calibrate" in config.stages else None
     validation = open_dataset(config.data.validation) if config.data.validation else None
@@ -105,11 +110,27 @@ def _read_inputs(config: PipelineConfig, targets: dict, device: Any, cache: Cach
     recovery_set = open_dataset(recovery) if "prune" in config.stages and recovery else None
     data_key = stable_hash(config.data.model_dump(),
                            *(d.fingerprint() if d is not None else None for d in (calibration, validation, recovery_set)))
-    return RunContext(config=config, cache=cache, console=console, targets=targets, device=device,
-                      device_info=device.describe(), versions=_versions(targets),
+    return RunContext(config=config, cache=cache, console=console, targets=targets, devices=devices,
+                      device_infos=_describe(devices, targets, "benchmark" in config.stages),
+                      host_info=LocalDevice().describe(), versions=_versions(targets),
                       config_hash=stable_hash(config.model_dump(), length=12),
                       data_key=data_key, detector=detector, original=detector,
                       calibration_set=calibration, validation=validation, recovery_set=recovery_set)
+
+
+def _describe(devices: list[Device], targets: dict, benchmarking: bool) -> dict[str, dict[str, Any]]:
+    """Each device's description; a remote device lacking a configured target's runtime is refused here,
+    before any work (``edgeopt device setup`` installs them)."""
+    infos = {}
+    for device in devices:
+        info = device.describe({name: t.device_modules for name, t in targets.items()})
+        missing = {name: r.get("error") for name, r in info.get("runtimes", {}).items() if not r.get("ok")}
+        if missing and benchmarking:
+            raise DeviceError(f"device '{device.name}' lacks the runtime(s) of target(s) {', '.join(missing)}: "
+                              + "; ".join(f"{k}: {v}" for k, v in missing.items()),
+                              hint=f"edgeopt device setup {device.name} (installs them into a venv there)")
+        infos[device.name] = info
+    return infos
 
 
 def _versions(targets: dict) -> dict[str, str]:
@@ -135,7 +156,7 @@ def _reference_rows(ctx: RunContext) -> list[dict[str, Any]]:
         return []
     name = "torch" if ctx.original.kind == "torch" else f"{ctx.original.kind}-source"
     figures = {k: v for k, v in ctx.reference.items() if k != "per_class"}
-    return [{"target": name, "precision": "fp32", "device": ctx.device.name, "status": "reference", "reason": "",
+    return [{"target": name, "precision": "fp32", "device": ctx.host_info["name"], "status": "reference", "reason": "",
              **figures, "map50_95_drop": 0.0 if figures.get("map50_95") is not None else None}]
 
 
@@ -148,38 +169,55 @@ def _export_drop(ctx: RunContext, bench: dict[str, Any] | None) -> float | None:
     return None if exported is None else exported - bench["map50_95"]
 
 
-def _bundle_row(ctx: RunContext, bundle: Bundle) -> dict[str, Any]:
-    """A bundle's result row; a bundle that passed the gate is shipped, one that failed is withdrawn."""
+def _bundle_rows(ctx: RunContext, bundle: Bundle) -> list[dict[str, Any]]:
+    """A bundle's rows, one per device and thread count; it ships only if every row passed the gate, and a
+    bundle that failed anywhere is withdrawn (the same files would run on every device)."""
+    rows = [_bundle_row(ctx, bundle, device, threads) for device in ctx.devices for threads in ctx.thread_counts(device)]
+    changed = verify_bundle(bundle.path)
+    for row in rows:
+        if changed:  # never ship what differs from the manifest that recorded its verdict
+            row.update(status="failed", reason=f"files differ from the manifest: {', '.join(changed)}")
+    dest = ctx.config.output_dir / "artifacts" / f"{bundle.target.name}-{bundle.precision}"
+    failed = next((r for r in rows if r["status"] != "passed"), None)
+    if failed is None:
+        dest.parent.mkdir(exist_ok=True)
+        copy_tree_atomic(bundle.path, dest)
+        for row in rows:
+            row["artifact"] = str(dest)
+    else:
+        verdict = "could not be verified" if failed["status"] == "unverified" else "failed the gate"
+        where = f" on {failed['device']}" if len(rows) > 1 else ""
+        err = ParityError(f"{failed['target']} {failed['precision']} {verdict}{where}: {failed['reason']}",
+                          hint="not shipped; see the manifest in " + str(bundle.path))
+        ctx.console.print(f"[bold red]error:[/] {escape(str(err))}")
+        shutil.rmtree(dest, ignore_errors=True)  # a bundle shipped by an earlier run is no longer valid
+    return rows
+
+
+def _bundle_row(ctx: RunContext, bundle: Bundle, device: Device, threads: int) -> dict[str, Any]:
+    """A bundle's result row on one device: parity, latency there, mAP (the device's own when measured there)
+    and the gate's verdict."""
     manifest, par = bundle.manifest, bundle.manifest.parity
-    row = {"target": bundle.target.name, "precision": bundle.precision, "device": ctx.device.name,
-           "status": par["verdict"], "reason": "; ".join(par["problems"]),
+    row = {"target": bundle.target.name, "precision": bundle.precision, "device": device.name,
+           "emulated": device.emulated, "status": par["verdict"], "reason": "; ".join(par["problems"]),
            "size_bytes": sum((bundle.path / f).stat().st_size for f in manifest.model_files),
            **{f"parity_{k}": par[k] for k in PARITY_COLUMNS}, "cache_key": bundle.path.name,
            "head": manifest.head.get("variant"), **search_summary(manifest)}
-    bench = ctx.bench.get(bundle.path.name)
+    accuracy = {k: v for k, v in ctx.accuracy.get(bundle.path.name, {}).items() if k != "per_class"}
+    timing = ctx.bench.get((bundle.path.name, device.name, threads))
+    bench = {**accuracy, **(timing or {})} if accuracy or timing else None
+    if bench and bench.get("device_map50_95") is not None:  # measured on the device: the figure that counts there
+        bench.update(host_map50_95=bench.get("map50_95"), map50_95=bench["device_map50_95"],
+                     map50=bench["device_map50"])
     if bench is not None:
-        row.update({k: v for k, v in bench.items() if k != "per_class"})
+        row.update(bench)
         if ctx.reference and ctx.reference.get("map50_95") is not None and bench.get("map50_95") is not None:
             row["map50_95_drop"] = ctx.reference["map50_95"] - bench["map50_95"]
     over_budget = map_drop_problem(_export_drop(ctx, bench), bundle.precision, ctx.config.parity.max_map_drop)
     over_budget = over_budget or search_problem(manifest)
     if over_budget and row["status"] == "passed":
         row.update(status="failed", reason=over_budget)
-    row["session_options"] = bundle.target.session_options(ctx.config.benchmark.threads, manifest.to_dict())
-    dest = ctx.config.output_dir / "artifacts" / f"{bundle.target.name}-{bundle.precision}"
-    changed = verify_bundle(bundle.path)
-    if changed:  # never ship what differs from the manifest that recorded its verdict
-        row.update(status="failed", reason=f"files differ from the manifest: {', '.join(changed)}")
-    if row["status"] == "passed":
-        dest.parent.mkdir(exist_ok=True)
-        copy_tree_atomic(bundle.path, dest)
-        row["artifact"] = str(dest)
-    else:
-        verdict = "could not be verified" if row["status"] == "unverified" else "failed the gate"
-        err = ParityError(f"{row['target']} {row['precision']} {verdict}: {row['reason']}",
-                          hint="not shipped; see the manifest in " + str(bundle.path))
-        ctx.console.print(f"[bold red]error:[/] {escape(str(err))}")
-        shutil.rmtree(dest, ignore_errors=True)  # a bundle shipped by an earlier run is no longer valid
+    row["session_options"] = bundle.target.session_options(threads, manifest.to_dict())
     return row
 
 

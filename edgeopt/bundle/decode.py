@@ -6,7 +6,7 @@ device are decoded exactly as during evaluation, and mAP differences between art
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,6 +30,17 @@ class DecoderConfig:
     multi_label: bool = False
     max_candidates: int = 3000
     layout: str = "dense"
+
+
+# decoder settings for mAP: keep low-score boxes so the precision-recall curve is complete
+EVAL_DECODER = DecoderConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=300, multi_label=True)
+
+
+def eval_decoder(decoder: DecoderConfig) -> DecoderConfig:
+    """The mAP settings of :data:`EVAL_DECODER` on a model's own decoder (its layout, box format, NMS IoU);
+    edgeopt's mAP and a bundle's ``run.py --eval`` on a device both use it."""
+    return replace(decoder, score_threshold=EVAL_DECODER.score_threshold, max_detections=EVAL_DECODER.max_detections,
+                   multi_label=decoder.layout == "dense")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from .bench import latency_stats, peak_rss_mb, time_calls
-from .decode import DecoderConfig, decode
+from .decode import DecoderConfig, decode, eval_decoder
 from .integrity import changed_files
 from .letterbox import letterbox_image, to_tensor
 
@@ -125,6 +125,20 @@ def detect(image_path: str, threads: int = 1, score: float | None = None, verify
              "box": [round(float(v), 1) for v in b]} for b, s, c in zip(boxes, det.scores, det.classes)]
 
 
+def detect_for_map(image_paths: list[str], threads: int = 1, verify: bool = True):
+    """Yield, per image, the detections at mAP settings (score >= 0.001, up to 300, unrounded) in
+    original-image pixels: what edgeopt scores on the host when it measures mAP on a device."""
+    manifest = _verified(_manifest(), verify)
+    decoder = eval_decoder(_decoder(manifest, None))
+    size = manifest["input"]["size"]
+    run = _session(manifest, threads)
+    for path in image_paths:
+        hwc, lb = _image(path, size)
+        det = decode(run(_input(manifest, hwc))[0], size, decoder)
+        yield {"image": path, "boxes": lb.to_original(det.boxes).tolist(), "scores": det.scores.tolist(),
+               "classes": det.classes.astype(int).tolist()}
+
+
 def bench(threads: int, warmup: int, runs: int, image: str | None, verify: bool = True) -> dict:
     """Latency over ``runs`` timed runs after ``warmup``, and the process's peak RSS."""
     manifest = _verified(_manifest(), verify)
@@ -143,11 +157,13 @@ def bench(threads: int, warmup: int, runs: int, image: str | None, verify: bool 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run this edgeopt bundle: detections for an image, or a benchmark.")
-    parser.add_argument("image", nargs="?", help="image file to detect objects in")
+    parser.add_argument("image", nargs="*", help="image file(s) to detect objects in")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--score", type=float, default=None, help="score threshold (default from edgeopt.json)")
     parser.add_argument("--json", action="store_true", help="print detections as JSON")
     parser.add_argument("--bench", action="store_true", help="measure latency and peak memory, print JSON")
+    parser.add_argument("--eval", action="store_true",
+                        help="detections at mAP settings for every image, one JSON line each (for scoring elsewhere)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--no-verify", action="store_true",
@@ -155,11 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.bench and not args.image:
         parser.error("give an image (or --bench)")
+    if len(args.image) > 1 and not args.eval:
+        parser.error("give one image (or --eval for several)")
     try:
         if args.bench:
-            print(json.dumps(bench(args.threads, args.warmup, args.runs, args.image, not args.no_verify)))
+            image = args.image[0] if args.image else None
+            print(json.dumps(bench(args.threads, args.warmup, args.runs, image, not args.no_verify)))
             return 0
-        dets = detect(args.image, args.threads, args.score, not args.no_verify)
+        if args.eval:
+            for record in detect_for_map(args.image, args.threads, not args.no_verify):
+                print(json.dumps(record), flush=True)
+            return 0
+        dets = detect(args.image[0], args.threads, args.score, not args.no_verify)
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -211,6 +211,8 @@ class BenchmarkConfig(Strict):
     runs: int = Field(50, ge=50, description="Timed runs (at least 50)")
     threads: int = Field(1, ge=1, le=256)
     map: bool = Field(True, description="Compute mAP on the validation set through each runtime")
+    map_on_device: bool = Field(False, description="Also measure mAP on each remote device (validation images "
+                                                   "pushed once; detections scored here): the device's own kernels")
 
 
 class PipelineConfig(Strict):
@@ -227,7 +229,8 @@ class PipelineConfig(Strict):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     targets: list[TargetConfig]
-    device: str = Field("local", description="Device profile: a name in devices/ or a path to a profile YAML")
+    device: str | list[str] = Field("local", description="Device profile(s): a name in devices/ or a path to a "
+                                                          "profile YAML; several give one row per artifact x device")
     parity: ParityConfig = Field(default_factory=ParityConfig)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
 
@@ -249,6 +252,18 @@ class PipelineConfig(Strict):
         if "benchmark" in self.stages and self.benchmark.map and self.data.validation is None:
             raise ValueError("benchmark.map needs data.validation (a labelled dataset)")
         return self
+
+    @field_validator("device")
+    @classmethod
+    def _devices_listed(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("list at least one device, each once")
+        return v
+
+    @property
+    def devices(self) -> list[str]:
+        """The device profiles to benchmark on, in order."""
+        return [self.device] if isinstance(self.device, str) else list(self.device)
 
     @property
     def output_dir(self) -> Path:

@@ -60,6 +60,10 @@ class Target(ABC):
     name: str
     extra: str
     modules: tuple[str, ...]  # Python packages the target needs
+    # on a device: the modules the bundle runner imports (any one suffices) and the pip distributions
+    # `edgeopt device setup` installs for it (the first is pinned to this machine's version where it exists)
+    device_modules: tuple[str, ...] = ()
+    device_packages: tuple[str, ...] = ()
     runner: str
     capabilities: Capabilities
 
@@ -162,9 +166,12 @@ class Device(ABC):
 
     name: str
 
+    emulated: bool = False  # an emulated CPU: its latency is labelled and never used for speed claims
+
     @abstractmethod
-    def describe(self) -> dict[str, Any]:
-        """What makes a latency figure comparable: CPU, cores, governor, OS, Python."""
+    def describe(self, runtimes: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+        """What makes a latency figure comparable: CPU, cores, governor, OS, Python (and, on a remote device,
+        which of the ``runtimes`` modules import there)."""
 
     @abstractmethod
     def push(self, bundle: Path) -> str:

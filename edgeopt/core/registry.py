@@ -91,4 +91,5 @@ STAGES = Registry("stage", [
 
 DEVICES = Registry("device kind", [
     Entry("local", "edgeopt.devices.local:LocalDevice"),
+    Entry("ssh", "edgeopt.devices.ssh:SshDevice"),
 ])

@@ -7,6 +7,7 @@ May import: ``edgeopt.errors``, ``edgeopt.core``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -35,4 +36,14 @@ def load_device(spec: str, search: Path = Path("devices")) -> Device:
     if kind not in DEVICES:
         raise ConfigError(f"device {path}: unknown kind '{kind}'",
                           hint=did_you_mean(kind, DEVICES.names) or f"kinds: {', '.join(DEVICES.names)}")
-    return DEVICES.create(kind, profile)
+    profile.setdefault("name", path.stem)
+    return DEVICES.create(kind, profile, str(path))
+
+
+# what changes from one reading to the next and so must not change a cache key
+VOLATILE = frozenset({"temperature_c", "throttled", "mem_available_mb"})
+
+
+def device_identity(info: dict[str, Any]) -> dict[str, Any]:
+    """The parts of ``describe()`` that make a figure comparable (a cache key): not temperature or free memory."""
+    return {k: v for k, v in info.items() if k not in VOLATILE}

@@ -35,11 +35,13 @@ def governor() -> str | None:
 class LocalDevice(Device):
     """Runs bundles on this machine, in a fresh process each time."""
 
-    def __init__(self, profile: dict[str, Any] | None = None) -> None:
+    emulated = False
+
+    def __init__(self, profile: dict[str, Any] | None = None, source: str = "") -> None:
         self.profile = profile or {"name": "local", "kind": "local"}
         self.name = self.profile.get("name", "local")
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, runtimes: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
         """What makes a latency figure comparable: CPU, cores, governor, OS, Python."""
         return {"name": self.name, "kind": "local", "cpu": cpu_model(), "machine": platform.machine(),
                 "cores": os.cpu_count(), "governor": governor(), "os": platform.platform(),

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from edgeopt.data.dataset import DetectionDataset, load_image
 from edgeopt.bundle.letterbox import Letterbox, letterbox_image
-from edgeopt.bundle.decode import DecoderConfig, Detections, decode
+from edgeopt.bundle.decode import EVAL_DECODER, DecoderConfig, Detections, decode, eval_decoder
 from edgeopt.eval.coco_map import coco_map
-
-# decoder settings for mAP: keep low-score boxes so the precision-recall curve is complete
-EVAL_DECODER = DecoderConfig(score_threshold=0.001, iou_threshold=0.6, max_detections=300, multi_label=True)
-
-
-def eval_decoder(decoder: DecoderConfig) -> DecoderConfig:
-    """The mAP settings of :data:`EVAL_DECODER` on a model's own decoder (its layout, box format, NMS IoU)."""
-    return replace(decoder, score_threshold=EVAL_DECODER.score_threshold, max_detections=EVAL_DECODER.max_detections,
-                   multi_label=decoder.layout == "dense")
 
 
 def letterboxed(dataset: DetectionDataset, size: int) -> Iterator[tuple[np.ndarray, Letterbox]]:

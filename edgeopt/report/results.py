@@ -13,7 +13,8 @@ from edgeopt.core.cache import write_json_atomic
 
 PARITY_COLUMNS = ("score_cosine", "score_max_abs", "box_max_abs", "box_agreement", "boxes_compared")
 COLUMNS = ("target", "precision", "head", "device", "status", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
-           "threads", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop",
+           "threads", "emulated", "throttled", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop",
+           "host_map50_95",
            *(f"parity_{name}" for name in PARITY_COLUMNS), "reason", "artifact")
 
 
@@ -28,7 +29,8 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def results_table(records: list[dict[str, Any]], title: str) -> Table:
     """The table printed at the end of a run."""
     table = Table(title=title)
-    for name, justify in (("target", "left"), ("precision", "left"), ("status", "left"), ("median ms", "right"),
+    for name, justify in (("target", "left"), ("precision", "left"), ("device", "left"), ("thr.", "right"),
+                          ("status", "left"), ("median ms", "right"),
                           ("p90 ms", "right"), ("size MB", "right"), ("RSS MB", "right"), ("mAP50-95", "right"),
                           ("mAP50", "right"), ("drop (pt)", "right"), ("score cos.", "right"), ("box agr.", "right")):
         table.add_column(name, justify=justify)
@@ -37,7 +39,9 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
                   "skipped": "[yellow]skipped[/]",
                   "unverified": "[yellow]unverified[/]"}.get(r["status"], r["status"])
         drop = r.get("map50_95_drop")
-        table.add_row(r["target"], r["precision"], status, _fmt(r.get("latency_ms_median")),
+        latency = _fmt(r.get("latency_ms_median")) + (" emu" if r.get("emulated") else "") \
+            + (" [red]thr![/]" if r.get("throttled") else "")
+        table.add_row(r["target"], r["precision"], r.get("device") or "-", _fmt(r.get("threads")), status, latency,
                       _fmt(r.get("latency_ms_p90")),
                       _fmt(r["size_bytes"] / 1e6) if r.get("size_bytes") else "-", _fmt(r.get("peak_rss_mb"), 0),
                       _fmt(r.get("map50_95"), 4), _fmt(r.get("map50"), 4),
@@ -46,20 +50,28 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _timed(r: dict[str, Any]) -> bool:
+    """A row whose latency may be compared: measured, on a real CPU (not emulated), not throttled."""
+    return r.get("latency_ms_median") is not None and not r.get("emulated") and not r.get("throttled")
+
+
 def pareto_front(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Records not beaten on both latency (lower) and mAP50-95 (higher) by another passed record."""
+    """Records not beaten on both latency (lower) and mAP50-95 (higher) by another passed record of the same
+    device; emulated and throttled rows are never on a front (their latency is no speed claim)."""
     pts = [r for r in records if r["status"] in ("passed", "reference") and r.get("map50_95") is not None
-           and r.get("latency_ms_median") is not None]
-    return [r for r in pts if not any(o is not r and o["latency_ms_median"] <= r["latency_ms_median"]
+           and _timed(r)]
+    return [r for r in pts if not any(o is not r and o.get("device") == r.get("device")
+                                      and o["latency_ms_median"] <= r["latency_ms_median"]
                                       and o["map50_95"] >= r["map50_95"]
                                       and (o["latency_ms_median"], o["map50_95"]) != (r["latency_ms_median"], r["map50_95"])
                                       for o in pts)]
 
 
 def _plot(records: list[dict[str, Any]], path: Path) -> bool:
-    pts = [r for r in records if r.get("map50_95") is not None and r.get("latency_ms_median") is not None]
+    pts = [r for r in records if r.get("map50_95") is not None and _timed(r)]
     if not pts:
         return False
+    several = len({r.get("device") for r in pts}) > 1
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,11 +82,13 @@ def _plot(records: list[dict[str, Any]], path: Path) -> bool:
     for r in pts:
         shipped = r["status"] in ("passed", "reference")
         ax.scatter(r["latency_ms_median"], r["map50_95"], color="tab:blue" if shipped else "tab:red")
-        ax.annotate(f"{r['target']} {r['precision']}", (r["latency_ms_median"], r["map50_95"]), fontsize=7,
+        label = f"{r['target']} {r['precision']}" + (f" @{r.get('device')}" if several else "")
+        ax.annotate(label, (r["latency_ms_median"], r["map50_95"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
-    if len(front) > 1:
-        front = sorted(front, key=lambda r: r["latency_ms_median"])
-        ax.plot([r["latency_ms_median"] for r in front], [r["map50_95"] for r in front], "--", color="grey")
+    for device in dict.fromkeys(r.get("device") for r in front):
+        line = sorted((r for r in front if r.get("device") == device), key=lambda r: r["latency_ms_median"])
+        if len(line) > 1:
+            ax.plot([r["latency_ms_median"] for r in line], [r["map50_95"] for r in line], "--", color="grey")
     ax.set_xlabel("median latency (ms)")
     ax.set_ylabel("mAP50-95")
     ax.grid(alpha=0.3)
@@ -132,13 +146,18 @@ def write_results(out: Path, run_info: dict[str, Any], records: list[dict[str, A
         writer.writeheader()
         writer.writerows(records)
     lines = [f"# edgeopt run `{run_info['name']}`", "", f"config hash `{run_info['config_hash']}`", "",
-             "## Device", ""]
+             "## This machine (reference and mAP)", ""]
     lines += [f"- {k}: {v}" for k, v in run_info["device"].items()]
+    for name, info in (run_info.get("devices") or {}).items():
+        if info.get("kind") == "local":
+            continue
+        label = " (emulated: its latency is no speed claim and stays off the Pareto front)" if info.get("emulated") else ""
+        lines += ["", f"## Device `{name}`{label}", ""] + [f"- {k}: {v}" for k, v in info.items()]
     lines += ["", "## Results", "", "| " + " | ".join(COLUMNS[:-1]) + " |", "|" + "---|" * (len(COLUMNS) - 1)]
     for r in records:
         lines.append("| " + " | ".join(_fmt(r.get(c), 4) for c in COLUMNS[:-1]) + " |")
     if _plot(records, out / "pareto.png"):
-        front = ", ".join(f"{r['target']} {r['precision']}" for r in pareto_front(records))
+        front = ", ".join(f"{r['target']} {r['precision']} ({r.get('device')})" for r in pareto_front(records))
         lines += ["", "## Latency vs accuracy", "", f"Pareto front: {front}", "", "![pareto](pareto.png)"]
     lines += search_lines(records, out)
     lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in run_info["versions"].items()]

@@ -1,27 +1,32 @@
-"""benchmark: latency and memory on the device, mAP on the validation set through the runtime itself.
+"""benchmark: latency and memory on each device, mAP on the validation set through the runtime itself.
 
-Bundles are timed by their own ``run.py --bench`` on the device, in a fresh process; their mAP is computed
-in-process through the same runner code. The reference (the user's model, in torch or in the runtime that
-runs its graph) is timed in-process at the same thread count and scored by the same decoder.
+Bundles are pushed to each device, verified there and timed by their own ``run.py --bench`` in a fresh
+process, at each thread count the device's profile lists; their mAP is computed here, in-process through the
+same runner code, and optionally also on the device (``map_on_device``: its kernels, scored here). The
+reference (the user's model, in torch or in the runtime that runs its graph) is timed here at the config's
+thread count and scored by the same decoder.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeopt.bundle.bench import latency_stats, time_calls
-from edgeopt.bundle.decode import DecoderConfig
+from edgeopt.bundle.decode import DecoderConfig, Detections
 from edgeopt.config.schema import BenchmarkConfig
 from edgeopt.core.cache import stable_hash
-from edgeopt.core.contracts import Stage
+from edgeopt.core.contracts import Device, Stage
 from edgeopt.core.progress import progress_bar
 from edgeopt.data.dataset import DetectionDataset
+from edgeopt.devices import device_identity
 from edgeopt.errors import DataError, DeviceError
+from edgeopt.eval.coco_map import coco_map
 from edgeopt.eval.predict import validation_map
 from edgeopt.models.detector import Detector
 from edgeopt.stages.context import Bundle
@@ -32,22 +37,52 @@ from edgeopt.stages.reference import reference_infer
 Progress = Callable[[int], None] | None
 
 
-def bench_artifact(bundle: Bundle, device: Any, cfg: BenchmarkConfig, validation: DetectionDataset | None,
-                   out_dir: Path, progress: Progress = None) -> dict[str, Any]:
-    """Latency/RSS via the bundle's runner on ``device``; mAP in-process through the same runner code."""
-    changed = device.verify(bundle.path)
-    if changed:
-        raise DeviceError(f"bundle {bundle.path} differs from its manifest on {device.name}: {', '.join(changed)}",
-                          hint="re-run to rebuild it; never benchmark a bundle that is not what was verified")
-    record: dict[str, Any] = dict(device.bench(bundle.path, cfg.threads, cfg.warmup, cfg.runs))
-    searched = searched_figures(bundle)
-    if cfg.map and validation is not None and searched:
-        record.update(searched)  # measured on this bundle and validation set by the int8 search (same export key)
-    elif cfg.map and validation is not None:
+@dataclass(frozen=True)
+class Accuracy:
+    """Work item: a bundle's mAP on the validation set, here, through the runner code it ships."""
+
+    bundle: Bundle
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Work item: a bundle's latency/memory on one device at one thread count (and its mAP there, if asked)."""
+
+    bundle: Bundle
+    device: Device
+    threads: int
+
+
+def host_map(bundle: Bundle, cfg: BenchmarkConfig, validation: DetectionDataset, out_dir: Path,
+             progress: Progress = None) -> dict[str, Any]:
+    """mAP figures of ``bundle`` on ``validation``, computed in-process through its runner."""
+    record = searched_figures(bundle)  # measured on this bundle and validation set by the int8 search (same key)
+    if not record:
         manifest = bundle.manifest
         session = bundle.target.open(bundle.path, manifest.to_dict(), cfg.threads)
         decoder = DecoderConfig(**manifest.output["decoder"])
-        record.update(validation_map(lambda x: session(x)[0], validation, manifest.input["size"], decoder, 1, progress))
+        record = validation_map(lambda x: session(x)[0], validation, manifest.input["size"], decoder, 1, progress)
+    (out_dir / "accuracy.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def bench_artifact(bundle: Bundle, device: Device, threads: int, cfg: BenchmarkConfig,
+                   validation: DetectionDataset | None, out_dir: Path) -> dict[str, Any]:
+    """Latency/RSS via the bundle's own ``run.py`` on ``device`` after its checksums were verified there; with
+    ``map_on_device``, its mAP from detections made on the device (scored here)."""
+    device.push(bundle.path)
+    changed = device.verify(bundle.path)
+    if changed:
+        raise DeviceError(f"bundle {bundle.path.name} differs from its manifest on {device.name}: {', '.join(changed)}",
+                          hint="re-run to push it again; never benchmark a bundle that is not what was verified")
+    record: dict[str, Any] = dict(device.bench(bundle.path, threads, cfg.warmup, cfg.runs))
+    detect = getattr(device, "detect", None)
+    if cfg.map and cfg.map_on_device and validation is not None and detect is not None:
+        found = detect(bundle.path, [s.image for s in validation.samples], validation.fingerprint()[:16], threads)
+        detections = [Detections(np.asarray(r["boxes"], np.float32).reshape(-1, 4), np.asarray(r["scores"], np.float32),
+                                 np.asarray(r["classes"], np.int64)) for r in found]
+        metrics = coco_map(validation, detections)
+        record.update(device_map50_95=metrics["map50_95"], device_map50=metrics["map50"])
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record
 
@@ -89,8 +124,11 @@ def bench_reference(detector: Detector, cfg: BenchmarkConfig, out_dir: Path,
     return record
 
 
+Item = Accuracy | Timing | None  # None: the reference
+
+
 class BenchmarkStage(Stage):
-    """The reference row first, then every exported bundle on the device."""
+    """The reference row first, then each bundle's mAP here, then every bundle on every device."""
 
     name = "benchmark"
 
@@ -100,36 +138,48 @@ class BenchmarkStage(Stage):
             raise DataError(f"the validation set {validation.source} has no labels",
                             hint="data.validation must be labelled (YOLO labels/ or COCO json) for mAP")
 
-    def items(self, ctx: Any) -> list[Bundle | None]:
-        return [None, *ctx.bundles]  # None: the reference
+    def items(self, ctx: Any) -> list[Item]:
+        scored = ctx.config.benchmark.map and ctx.validation is not None
+        return [None, *(Accuracy(b) for b in ctx.bundles if scored),
+                *(Timing(b, d, t) for b in ctx.bundles for d in ctx.devices for t in ctx.thread_counts(d))]
 
-    def _images(self, ctx: Any, item: Bundle | None) -> int:
-        """How many images the item's mAP evaluates (its progress bar's length)."""
-        measured = item is not None and searched_figures(item)
-        return len(ctx.validation) if ctx.validation is not None and ctx.config.benchmark.map and not measured else 0
-
-    def key(self, ctx: Any, item: Bundle | None) -> str:
-        bcfg, code = ctx.config.benchmark.model_dump(), self.code(__name__, type(ctx.device).__module__)
+    def key(self, ctx: Any, item: Item) -> str:
+        bcfg = ctx.config.benchmark.model_dump()
         if item is None:
-            return stable_hash("reference", ctx.original.key, ctx.data_key, bcfg, ctx.device_info,
-                               ctx.versions["torch"], code)
-        return stable_hash("bench", item.path.name, bcfg, ctx.data_key, ctx.device_info, code)
+            return stable_hash("reference", ctx.original.key, ctx.data_key, bcfg, device_identity(ctx.host_info),
+                               ctx.versions["torch"], self.code(__name__))
+        if isinstance(item, Accuracy):
+            return stable_hash("accuracy", item.bundle.path.name, bcfg["threads"], ctx.data_key, self.code(__name__))
+        info = device_identity(ctx.device_infos[item.device.name])
+        map_there = bcfg["map"] and bcfg["map_on_device"]
+        return stable_hash("bench", item.bundle.path.name, {k: bcfg[k] for k in ("warmup", "runs")}, item.threads,
+                           ctx.data_key if map_there else None, info, self.code(__name__, type(item.device).__module__))
 
-    def run(self, ctx: Any, item: Bundle | None, out: Path) -> None:
+    def run(self, ctx: Any, item: Item, out: Path) -> None:
         bcfg = ctx.config.benchmark
-        name = "torch fp32 reference" if item is None else f"{item.target.name} {item.precision} on {ctx.device.name}"
-        heads = head_scores(ctx, ctx.original) if item is None and bcfg.map else None  # before the bar: own status
-        with progress_bar(ctx.console, f"benchmark: {name}", 0 if heads else self._images(ctx, item)) as advance:
-            if item is None:
+        if item is None:
+            heads = head_scores(ctx, ctx.original) if bcfg.map else None  # before the bar: own status
+            images = 0 if heads or ctx.validation is None or not bcfg.map else len(ctx.validation)
+            with progress_bar(ctx.console, "benchmark: torch fp32 reference", images) as advance:
                 scores = heads or ({"model": float_map(ctx, ctx.original, advance)}
                                    if bcfg.map and ctx.validation is not None else None)
                 bench_reference(ctx.original, bcfg, out, scores)  # the float mAP the int8 search also uses
-            else:
-                bench_artifact(item, ctx.device, bcfg, ctx.validation, out, advance)
-
-    def load(self, ctx: Any, item: Bundle | None, out: Path) -> None:
-        figures = json.loads((out / "bench.json").read_text())
-        if item is None:
-            ctx.reference = figures
+        elif isinstance(item, Accuracy):
+            b = item.bundle
+            images = 0 if searched_figures(b) else len(ctx.validation)
+            with progress_bar(ctx.console, f"mAP: {b.target.name} {b.precision}", images) as advance:
+                host_map(b, bcfg, ctx.validation, out, advance)
         else:
-            ctx.bench[item.path.name] = figures
+            b = item.bundle
+            with ctx.console.status(f"benchmark: {b.target.name} {b.precision} on {item.device.name}, "
+                                    f"{item.threads} thread(s)"):
+                bench_artifact(b, item.device, item.threads, bcfg, ctx.validation, out)
+
+    def load(self, ctx: Any, item: Item, out: Path) -> None:
+        if item is None:
+            ctx.reference = json.loads((out / "bench.json").read_text())
+        elif isinstance(item, Accuracy):
+            ctx.accuracy[item.bundle.path.name] = json.loads((out / "accuracy.json").read_text())
+        else:
+            key = (item.bundle.path.name, item.device.name, item.threads)
+            ctx.bench[key] = json.loads((out / "bench.json").read_text())

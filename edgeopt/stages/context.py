@@ -29,14 +29,15 @@ class Bundle:
 
 @dataclass
 class RunContext:
-    """Inputs read in preflight (config, targets, device, datasets, detector) and stage outputs."""
+    """Inputs read in preflight (config, targets, devices, datasets, detector) and stage outputs."""
 
     config: PipelineConfig
     cache: Cache
     console: Console
     targets: dict[str, Target]
-    device: Device
-    device_info: dict[str, Any]
+    devices: list[Device]  # where bundles are benchmarked, in the config's order
+    device_infos: dict[str, dict[str, Any]]  # device name -> its describe()
+    host_info: dict[str, Any]  # this machine, where the reference runs and mAP is computed
     versions: dict[str, str]
     config_hash: str
     data_key: str
@@ -51,7 +52,17 @@ class RunContext:
     bundles: list[Bundle] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)  # rows that are not bundles: reference, skipped, failed
     reference: dict[str, Any] | None = None
-    bench: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundle cache key -> benchmark figures
+    accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundle cache key -> mAP figures (here)
+    bench: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # (bundle key, device, threads)
+
+    @property
+    def device_names(self) -> str:
+        return ", ".join(d.name for d in self.devices)
+
+    def thread_counts(self, device: Device) -> list[int]:
+        """The thread counts to benchmark on ``device``: its profile's list, else the config's."""
+        profile = getattr(device, "profile", None)
+        return list(getattr(profile, "threads", None) or []) or [self.config.benchmark.threads]
 
     @property
     def calib_key(self) -> str | None:

@@ -180,7 +180,7 @@ class ExportStage(Stage):
 
     def execute(self, ctx: Any) -> None:
         for item in self.items(ctx):
-            row = {"target": item.target.name, "precision": item.precision, "device": ctx.device.name}
+            row = {"target": item.target.name, "precision": item.precision, "device": ctx.device_names}
             skip = item.target.precision_unsupported(item.precision)
             if skip:
                 ctx.records.append({**row, "status": "skipped", "reason": skip})

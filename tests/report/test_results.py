@@ -47,7 +47,7 @@ def test_written_files_hold_every_record(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["target"] for r in rows] == [r["target"] for r in RECORDS] and list(rows[0]) == list(COLUMNS)
     report = (tmp_path / "report.md").read_text()
-    assert "Pareto front: onnxruntime fp32, onnxruntime int8, tflite int8" in report
+    assert "Pareto front: onnxruntime fp32 (local), onnxruntime int8 (local), tflite int8 (local)" in report
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert report.count("\n| ") == len(RECORDS) + 1  # header and one line per record
 

@@ -58,7 +58,8 @@ def test_a_device_that_cannot_run_the_bundle_is_a_clear_error(no_map_run, tmp_pa
     path = Path(next(r for r in no_map_run.records if r["target"] == "onnxruntime")["artifact"])
     bundle = Bundle(get_target("onnxruntime"), "fp32", path, read_manifest(path))
     with pytest.raises(DeviceError) as info:
-        bench_artifact(bundle, DeviceWithoutTheRuntime(tmp_path), BenchmarkConfig(runs=50, warmup=1), None, tmp_path)
+        bench_artifact(bundle, DeviceWithoutTheRuntime(tmp_path), 1, BenchmarkConfig(runs=50, warmup=1), None,
+                       tmp_path)
     message = str(info.value)
     assert "bare-board" in message and path.name in message and "not installed on this board" in message
     assert "\n" not in message and not (tmp_path / "bench.json").exists()

@@ -43,6 +43,8 @@ class NcnnTarget(Target):
     name = "ncnn"
     extra = "ncnn"
     modules = ("pnnx", "ncnn")
+    device_modules = ("ncnn",)
+    device_packages = ("ncnn",)
     runner = "edgeopt.targets.ncnn.runner"
     capabilities = Capabilities(precisions=("fp32", "fp16", "int8"), model_kinds=("torch",), heads=("nms",),
                                 refusals={

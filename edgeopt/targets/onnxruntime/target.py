@@ -23,6 +23,8 @@ class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
     extra = "onnx"
     modules = ("onnx", "onnxruntime", "onnxslim")
+    device_modules = ("onnxruntime",)
+    device_packages = ("onnxruntime",)
     runner = "edgeopt.targets.onnxruntime.runner"
     capabilities = Capabilities(precisions=("fp32", "int8"), model_kinds=("torch", "onnx"))
 

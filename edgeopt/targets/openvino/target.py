@@ -67,6 +67,8 @@ class OpenVinoTarget(Target):
     name = "openvino"
     extra = "openvino"
     modules = ("openvino", "nncf", "onnx", "onnxslim")
+    device_modules = ("openvino",)
+    device_packages = ("openvino",)
     runner = "edgeopt.targets.openvino.runner"
     capabilities = Capabilities(precisions=("fp32", "fp16", "int8", "bf16"), model_kinds=("torch", "onnx"))
 

@@ -119,6 +119,8 @@ class TFLiteTarget(Target):
     name = "tflite"
     extra = "tflite"
     modules = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")
+    device_modules = ("ai_edge_litert", "tflite_runtime")
+    device_packages = ("ai-edge-litert",)
     runner = "edgeopt.targets.tflite.runner"
     capabilities = Capabilities(precisions=("fp32", "fp16", "int8"), model_kinds=("torch",), refusals={
         "onnx": "the TFLite conversion (litert-torch) starts from a torch module, not from ONNX"})
