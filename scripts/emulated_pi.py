@@ -1,22 +1,49 @@
 #!/usr/bin/env python3
-"""A device to try edgeopt's SSH flow without a board: a real OpenSSH server on the loopback address.
+"""An emulated arm64 Raspberry Pi to try edgeopt's SSH device flow without a board.
 
-``start_sshd`` starts Debian's ``sshd`` (no systemd) on 127.0.0.1 with throwaway host and user keys and writes a
-device profile for it; ``stop_sshd`` stops it by its pid. With ``chroot`` the server logs its user into that root
-filesystem (``ChrootDirectory``): an arm64 Debian userland there, run by qemu-user through binfmt, is the emulated
-Raspberry Pi. Without it the "device" is this machine reached over SSH (what the default test run uses).
+    python3 scripts/emulated_pi.py start [--dir DIR] [--port PORT]
+    python3 scripts/emulated_pi.py status [--dir DIR]
+    python3 scripts/emulated_pi.py stop [--dir DIR]
 
-Stdlib only; run as root (sshd must be able to chroot and to switch to the login user).
+``start`` builds (once, then cached) a Debian bookworm arm64 userland like Raspberry Pi OS's with debootstrap,
+and starts Debian's OpenSSH server on 127.0.0.1 whose login user (root) lands in that root filesystem through
+``ChrootDirectory``. Every program there is an aarch64 binary that the kernel hands to ``qemu-aarch64-static``
+(binfmt_misc), so ``ssh ... uname -m`` says ``aarch64`` and ``python3`` is the arm64 Python 3.11. It prints the
+path of a device profile (``DIR/state/emulated-pi.yaml``) for edgeopt's ``device`` commands. Timings are not a
+Pi's: qemu-user translates every instruction, so it is slower than the host and the board alike.
+
+DIR defaults to ``$EDGEOPT_EMULATED_PI_DIR`` or ``~/.cache/edgeopt/emulated-pi`` and holds:
+  ``rootfs-<key>.tar``  the cached root filesystem, ``<key>`` a hash of its recipe (debootstrap arguments and
+                        ``RECIPE_VERSION``): a later ``start`` on a clean DIR unpacks it instead of rebuilding;
+  ``rootfs/``           the unpacked root filesystem (the chroot), complete only if it holds ``MARKER``;
+  ``state/``            sshd's throwaway keys, config, pid and log, and the device profile.
+``stop`` stops that sshd by its pid and unmounts what ``start`` mounted (``rootfs/proc``); it is idempotent.
+
+Host needs (never installed by this script): ``apt-get install -y qemu-user-static binfmt-support debootstrap
+openssh-server``, root, and the network to reach the Debian mirror for the first build (~5 min, ~320 MB).
+
+As a module (stdlib only), ``start_sshd`` starts Debian's ``sshd`` (no systemd) on 127.0.0.1 with throwaway host
+and user keys and writes a device profile for it; ``stop_sshd`` stops it by its pid. Without ``chroot`` the
+"device" is this machine reached over SSH (what the default test run uses).
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import fcntl
 import getpass
+import hashlib
+import json
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
@@ -108,12 +135,386 @@ def stop_sshd(state: Path) -> None:
     except ProcessLookupError:
         pass
     for _ in range(50):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             break
         time.sleep(0.1)
     pid_file.unlink(missing_ok=True)
 
 
-__all__ = ["free_port", "start_sshd", "stop_sshd"]
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie counts as gone: once the server that start left behind exits, it is init's
+    child, and some inits (a container's) take seconds to reap it."""
+    try:
+        os.kill(pid, 0)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+    return fields[0] != "Z"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The emulated Pi: host checks, binfmt, the cached arm64 root filesystem, its mounts, and the CLI around them.
+
+APT_HINT = "apt-get install -y qemu-user-static binfmt-support debootstrap openssh-server"
+HOST_TOOLS = ("qemu-aarch64-static", "debootstrap", SSHD, "ssh-keygen")
+SUITE = "bookworm"  # Raspberry Pi OS 12 is Debian bookworm: same glibc (2.36) and Python (3.11)
+MIRROR = "http://deb.debian.org/debian"
+DEBOOTSTRAP_ARGS = ("--arch=arm64", "--variant=minbase", "--include=python3,python3-venv,python3-pip", SUITE)
+RECIPE_VERSION = 1  # bump when what start puts into the rootfs changes, so old tarballs are not reused
+MARKER = ".edgeopt-emulated-pi"  # written into the rootfs last: its absence means an unfinished rootfs
+WORK_DIR = "/root/edgeopt"  # edgeopt's work dir on the device, a path inside the chroot
+PROFILE_NAME = "emulated-pi"
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+BINFMT_ENTRY = "qemu-aarch64"
+OWN_BINFMT_ENTRY = "edgeopt-aarch64"
+# The aarch64 ELF header as qemu's own binfmt registration matches it (ELF64, little-endian, e_machine 183).
+AARCH64_MAGIC = r"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
+AARCH64_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+# The device nodes a non-interactive ChrootDirectory session uses (sshd opens none itself inside the chroot);
+# debootstrap makes them, and start remakes any that a tarball made without root lost.
+DEV_NODES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9), "tty": (5, 0)}
+
+
+class EmulatedPiError(RuntimeError):
+    """A condition start cannot fix by itself; its message says what to do."""
+
+
+def default_dir() -> Path:
+    """Where the emulated Pi lives unless --dir says otherwise."""
+    env = os.environ.get("EDGEOPT_EMULATED_PI_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgeopt" / "emulated-pi"
+
+
+def recipe_key() -> str:
+    """A short hash of everything that decides the rootfs's content: the cache key of its tarball."""
+    recipe = {"debootstrap": list(DEBOOTSTRAP_ARGS), "mirror": MIRROR, "version": RECIPE_VERSION}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_host() -> None:
+    """Refuse early, with the apt command to run, when a host tool is missing or we are not root."""
+    missing = [tool for tool in HOST_TOOLS if shutil.which(tool) is None and not Path(tool).exists()]
+    if missing:
+        raise EmulatedPiError(f"missing {', '.join(missing)}: run `{APT_HINT}` (as root)")
+    if os.geteuid() != 0:
+        raise EmulatedPiError("run as root: debootstrap, chroot, mount and sshd's ChrootDirectory need it")
+
+
+# --- binfmt_misc ----------------------------------------------------------------------------------------------
+
+def _binfmt_entries() -> dict[str, dict[str, str]]:
+    """The enabled binfmt_misc entries that match aarch64 ELF files: name -> {interpreter, flags}."""
+    entries = {}
+    for name in (BINFMT_ENTRY, OWN_BINFMT_ENTRY):
+        try:
+            lines = (BINFMT / name).read_text().splitlines()
+        except OSError:
+            continue
+        fields = dict(line.split(" ", 1) for line in lines[1:] if " " in line)
+        if lines and lines[0] == "enabled":
+            entries[name] = {"interpreter": fields.get("interpreter", ""), "flags": fields.get("flags:", "")}
+    return entries
+
+
+def _usable_in_chroot(entry: dict[str, str], rootfs: Path | None) -> bool:
+    """With F the kernel opened the interpreter when it was registered, so it works inside any chroot; without F
+    the kernel opens the interpreter path at exec time, inside the chroot, where it must exist."""
+    if "F" in entry["flags"]:
+        return True
+    return rootfs is not None and (rootfs / entry["interpreter"].lstrip("/")).exists()
+
+
+def ensure_binfmt(rootfs: Path | None = None) -> str:
+    """Make the kernel run aarch64 ELF binaries with qemu inside the chroot; returns how it does (for status).
+    Tries, in order: the mounted binfmt_misc, binfmt-support's entry, and our own registration with F."""
+    if not (BINFMT / "register").exists():
+        _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)], "mount binfmt_misc")
+    if BINFMT_ENTRY not in _binfmt_entries() and shutil.which("update-binfmts"):
+        subprocess.run(["update-binfmts", "--enable", BINFMT_ENTRY], capture_output=True)
+    for name, entry in _binfmt_entries().items():
+        if _usable_in_chroot(entry, rootfs):
+            return f"{name}: {entry['interpreter']} flags {entry['flags'] or '-'}"
+    # An entry without F is unusable in a chroot that lacks its interpreter; the kernel tries the most recently
+    # registered entry first, so ours (with F, the static qemu) takes over without removing binfmt-support's.
+    qemu = shutil.which("qemu-aarch64-static") or "/usr/bin/qemu-aarch64-static"
+    rule = f":{OWN_BINFMT_ENTRY}:M::{AARCH64_MAGIC}:{AARCH64_MASK}:{qemu}:F"
+    try:
+        (BINFMT / "register").write_text(rule)
+    except OSError as exc:
+        raise EmulatedPiError(f"cannot register qemu-aarch64 with binfmt_misc ({exc}); as root run "
+                              f"`update-binfmts --enable {BINFMT_ENTRY}` or `echo '{rule}' > {BINFMT}/register`") \
+            from exc
+    entry = _binfmt_entries()[OWN_BINFMT_ENTRY]
+    return f"{OWN_BINFMT_ENTRY}: {entry['interpreter']} flags {entry['flags']}"
+
+
+# --- mounts ---------------------------------------------------------------------------------------------------
+
+def _mounts_under(path: Path) -> list[Path]:
+    """Mount points at or below ``path``, deepest first (the order to unmount them in)."""
+    root = str(path.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == root or point.startswith(root + "/"):
+            found.append(Path(point))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount_all(path: Path) -> list[Path]:
+    """Unmount everything mounted below ``path`` (a lazy unmount if a process still holds it); returns them."""
+    points = _mounts_under(path) if path.exists() else []
+    for point in points:
+        if subprocess.run(["umount", str(point)], capture_output=True).returncode != 0:
+            _run(["umount", "--lazy", str(point)], f"unmount {point}")
+    return points
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a (possibly half-built) rootfs, never following a mount into the host's /proc or /dev."""
+    unmount_all(path)
+    if path.exists() and _mounts_under(path):
+        raise EmulatedPiError(f"{path} still has mounts below it: {_mounts_under(path)}; unmount them first")
+    if path.exists():
+        _run(["rm", "-rf", "--one-file-system", str(path)], f"remove {path}")
+
+
+# --- the root filesystem --------------------------------------------------------------------------------------
+
+def rootfs_complete(rootfs: Path, key: str) -> bool:
+    """Whether ``rootfs`` is a finished build of this recipe (the marker is the last thing written)."""
+    try:
+        return (rootfs / MARKER).read_text().split()[0] == key
+    except (OSError, IndexError):
+        return False
+
+
+def build_rootfs(dest: Path, key: str, log: Path) -> None:
+    """debootstrap a fresh arm64 rootfs into ``dest`` (a temporary directory) and mark it complete."""
+    dest.mkdir(parents=True)
+    cmd = ["debootstrap", *DEBOOTSTRAP_ARGS, str(dest), MIRROR]
+    print(f"building the arm64 rootfs (about 5 min): {' '.join(cmd)}; log {log}", flush=True)
+    with open(log, "wb") as out:
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+    # debootstrap mounts proc (and more) in the target while it configures packages; a failure can leave them.
+    unmount_all(dest)
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise EmulatedPiError(f"debootstrap failed ({result.returncode}): {' | '.join(tail)}; full log {log}")
+    subprocess.run(["chroot", str(dest), "apt-get", "clean"], capture_output=True)  # ~30 MB of .debs
+    (dest / MARKER).write_text(f"{key}\n{' '.join(cmd)}\n")
+
+
+def write_tarball(rootfs: Path, tarball: Path) -> None:
+    """Cache ``rootfs`` as ``tarball``: written under a temporary name and renamed, so a tarball that exists is
+    whole. Uncompressed, because unpacking is what a cached start waits for."""
+    tmp = tarball.with_name(tarball.name + f".tmp{os.getpid()}")
+    try:
+        _run(["tar", "-C", str(rootfs), "--numeric-owner", "--one-file-system", "-cf", str(tmp), "."],
+             f"write {tarball}")
+        os.replace(tmp, tarball)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def unpack_tarball(tarball: Path, dest: Path) -> None:
+    """Unpack a cached rootfs into ``dest`` (a temporary directory), owners and device nodes kept."""
+    dest.mkdir(parents=True)
+    _run(["tar", "-C", str(dest), "--numeric-owner", "-xpf", str(tarball)], f"unpack {tarball}")
+
+
+def ensure_rootfs(base: Path) -> Path:
+    """The finished rootfs under ``base``: kept if complete, else unpacked from the cached tarball, else built
+    (and cached). Work happens in ``base/rootfs.partial``, renamed to ``base/rootfs`` only when complete."""
+    key = recipe_key()
+    rootfs, partial, tarball = base / "rootfs", base / "rootfs.partial", base / f"rootfs-{key}.tar"
+    if rootfs_complete(rootfs, key):
+        return rootfs
+    remove_tree(partial)  # an interrupted earlier start
+    if tarball.exists():
+        began = time.monotonic()
+        unpack_tarball(tarball, partial)
+        print(f"unpacked the cached rootfs {tarball.name} in {time.monotonic() - began:.1f} s", flush=True)
+    else:
+        build_rootfs(partial, key, base / "debootstrap.log")
+        write_tarball(partial, tarball)
+    if not rootfs_complete(partial, key):
+        raise EmulatedPiError(f"{partial} lacks {MARKER} after unpacking; delete {tarball} and start again")
+    remove_tree(rootfs)  # incomplete or of an older recipe
+    partial.rename(rootfs)
+    return rootfs
+
+
+# --- what the chrooted session needs -------------------------------------------------------------------------
+
+def check_chroot_path(rootfs: Path) -> None:
+    """sshd refuses a ChrootDirectory unless it and every parent is root-owned and writable by root alone."""
+    for part in [rootfs, *rootfs.parents]:
+        info = part.stat()
+        if info.st_uid != 0 or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise EmulatedPiError(f"sshd's ChrootDirectory needs {part} root-owned and not group/other-writable "
+                                  f"(it is uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); "
+                                  "choose a --dir whose parents are (not under /tmp)")
+
+
+def prepare_rootfs(rootfs: Path) -> None:
+    """Mount /proc and make /dev and the work dir. /sys is deliberately not mounted: onnxruntime segfaulted
+    under qemu with the host's /sys, and without it onnxruntime falls back on the cpu count qemu reports."""
+    rootfs.chmod(0o755)
+    for name, (major, minor) in DEV_NODES.items():
+        node = rootfs / "dev" / name
+        if not node.is_char_device():
+            node.unlink(missing_ok=True)
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            node.chmod(0o666)
+    for name, target in {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+                         "stderr": "/proc/self/fd/2"}.items():
+        if not (rootfs / "dev" / name).is_symlink():
+            (rootfs / "dev" / name).symlink_to(target)
+    proc = rootfs / "proc"
+    proc.mkdir(exist_ok=True)
+    if proc not in _mounts_under(proc):
+        # a fresh proc instance (not a bind of the host's, which would carry its submounts along)
+        _run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", str(proc)], f"mount proc on {proc}")
+    (rootfs / WORK_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+
+# --- sshd and the profile -------------------------------------------------------------------------------------
+
+def sshd_running(state: Path) -> int | None:
+    """The pid of the sshd that ``start`` left in ``state``, if that process still runs."""
+    try:
+        pid = int((state / "sshd.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def previous_port(state: Path) -> int | None:
+    """The port of the last profile, so a restarted emulated Pi keeps its address when that port is free."""
+    try:
+        text = (state / f"{PROFILE_NAME}.yaml").read_text()
+        port = int(next(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("port:")))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+        return port
+    except (OSError, ValueError, StopIteration):
+        return None
+
+
+def cmd_start(base: Path, port: int | None) -> int:
+    """Build or unpack the rootfs, prepare it, start sshd chrooted into it; prints the profile's path."""
+    check_host()
+    base.mkdir(parents=True, exist_ok=True)
+    state = base / "state"
+    with _locked(base):
+        if pid := sshd_running(state):
+            print(f"already running (sshd pid {pid}); profile {state / (PROFILE_NAME + '.yaml')}")
+            return 0
+        ensure_binfmt()  # debootstrap's second stage already runs arm64 binaries in its chroot
+        rootfs = ensure_rootfs(base)
+        check_chroot_path(rootfs)
+        binfmt = ensure_binfmt(rootfs)
+        prepare_rootfs(rootfs)
+        try:
+            start_sshd(state, port=port or previous_port(state), chroot=rootfs, user="root", python="python3",
+                       work_dir=WORK_DIR, emulated=True, name=PROFILE_NAME)
+        except Exception:
+            unmount_all(rootfs)
+            raise
+        _smoke_test(state)
+    profile = state / f"{PROFILE_NAME}.yaml"
+    print(f"emulated arm64 Pi up ({binfmt}); profile {profile}")
+    print(profile)
+    return 0
+
+
+def _smoke_test(state: Path) -> None:
+    """One ssh login that runs an aarch64 binary, so a start that would fail the first device command says so."""
+    profile = dict(line.split(": ", 1) for line in (state / f"{PROFILE_NAME}.yaml").read_text().splitlines())
+    cmd = ["ssh", "-p", profile["port"], "-i", json.loads(profile["identity"]), "-o", "BatchMode=yes",
+           "-o", f"UserKnownHostsFile={json.loads(profile['known_hosts'])}", "-o", "StrictHostKeyChecking=yes",
+           "root@127.0.0.1", "uname -m"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if result.stdout.strip() != "aarch64":
+        raise EmulatedPiError(f"ssh into the emulated Pi said {result.stdout.strip()!r} "
+                              f"(exit {result.returncode}): {result.stderr.strip()}; see {state / 'sshd.log'}")
+
+
+def cmd_stop(base: Path) -> int:
+    """Stop sshd and unmount what start mounted; fine when nothing runs."""
+    state = base / "state"
+    with _locked(base):
+        pid = sshd_running(state)
+        stop_sshd(state)
+        unmounted = unmount_all(base / "rootfs")
+    print(f"stopped{f' sshd pid {pid}' if pid else ' (sshd was not running)'}"
+          f"{'; unmounted ' + ', '.join(map(str, unmounted)) if unmounted else ''}")
+    return 0
+
+
+def cmd_status(base: Path) -> int:
+    """Print what exists and what runs; exit 0 if the emulated Pi is up, 3 if not."""
+    state, rootfs, key = base / "state", base / "rootfs", recipe_key()
+    tarball = base / f"rootfs-{key}.tar"
+    pid = sshd_running(state)
+    profile = state / f"{PROFILE_NAME}.yaml"
+    entries = _binfmt_entries() if BINFMT.exists() else {}
+    print(f"dir:     {base}")
+    print(f"tarball: {tarball}" + (f" ({tarball.stat().st_size / 1e6:.0f} MB)" if tarball.exists() else " (none)"))
+    print(f"rootfs:  {rootfs} ({'complete' if rootfs_complete(rootfs, key) else 'absent or incomplete'})")
+    print(f"mounts:  {', '.join(map(str, _mounts_under(rootfs))) or 'none'}")
+    binfmt = "; ".join(f"{name} {entry['interpreter']} flags {entry['flags']}" for name, entry in entries.items())
+    print(f"binfmt:  {binfmt or 'none'}")
+    print(f"sshd:    {f'running, pid {pid}' if pid else 'stopped'}")
+    print(f"profile: {profile if profile.exists() else '(none)'}")
+    return 0 if pid else 3
+
+
+# --- small helpers --------------------------------------------------------------------------------------------
+
+def _run(cmd: list[str], what: str) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise EmulatedPiError(f"cannot {what}: {' '.join(cmd)} exited {result.returncode}: {result.stderr.strip()}")
+
+
+@contextlib.contextmanager
+def _locked(base: Path) -> Iterator[None]:
+    """One start or stop at a time per DIR."""
+    with open(base / ".lock", "a") as handle:  # noqa: SIM117 - the lock lives as long as the file is open
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1].split("\n\nAs a module")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    dir_help = "where the rootfs, its cached tarball and sshd's state live (default: $EDGEOPT_EMULATED_PI_DIR or " \
+               "~/.cache/edgeopt/emulated-pi)"
+    start = sub.add_parser("start", help="build or unpack the arm64 rootfs and start sshd chrooted into it")
+    start.add_argument("--dir", type=Path, default=None, help=dir_help)
+    start.add_argument("--port", type=int, default=None, help="sshd's port on 127.0.0.1 (default: the last one "
+                                                              "if free, else any free port)")
+    for name, text in (("stop", "stop sshd and unmount the rootfs's /proc"), ("status", "show what runs")):
+        sub.add_parser(name, help=text).add_argument("--dir", type=Path, default=None, help=dir_help)
+    args = parser.parse_args(argv)
+    base = (args.dir or default_dir()).expanduser().resolve()
+    try:
+        if args.command == "start":
+            return cmd_start(base, args.port)
+        return cmd_stop(base) if args.command == "stop" else cmd_status(base)
+    except EmulatedPiError as exc:
+        print(f"emulated_pi: {exc}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["free_port", "start_sshd", "stop_sshd", "main"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
