@@ -12,12 +12,19 @@ and starts Debian's OpenSSH server on 127.0.0.1 whose login user (root) lands in
 path of a device profile (``DIR/state/emulated-pi.yaml``) for edgeopt's ``device`` commands. Timings are not a
 Pi's: qemu-user translates every instruction, so it is slower than the host and the board alike.
 
+The CPU is qemu's model of a Pi's core (``--cpu cortex-a76``, a Pi 5's, by default; ``cortex-a72`` for a Pi 4),
+set for every session through sshd's ``SetEnv QEMU_CPU``. The chroot's ``/proc/cpuinfo`` is an arm64 one listing
+the features that model executes (bound over qemu's, which is the host's x86 file), and its ``/sys`` holds plain
+files describing the CPU topology and caches instead of the host's sysfs: arm64 runtimes crash on the host's
+(onnxruntime, LiteRT) or without any (OpenVINO). The core count is the host's.
+
 DIR defaults to ``$EDGEOPT_EMULATED_PI_DIR`` or ``~/.cache/edgeopt/emulated-pi`` and holds:
   ``rootfs-<key>.tar``  the cached root filesystem, ``<key>`` a hash of its recipe (debootstrap arguments and
                         ``RECIPE_VERSION``): a later ``start`` on a clean DIR unpacks it instead of rebuilding;
   ``rootfs/``           the unpacked root filesystem (the chroot), complete only if it holds ``MARKER``;
   ``state/``            sshd's throwaway keys, config, pid and log, and the device profile.
-``stop`` stops that sshd by its pid and unmounts what ``start`` mounted (``rootfs/proc``); it is idempotent.
+``stop`` stops that sshd by its pid and unmounts what ``start`` mounted (``rootfs/proc`` and the cpuinfo bound over
+it); it is idempotent.
 
 Host needs (never installed by this script): ``apt-get install -y qemu-user-static binfmt-support debootstrap
 openssh-server``, root, and the network to reach the Debian mirror for the first build (~5 min, ~320 MB).
@@ -62,7 +69,7 @@ def _keygen(path: Path) -> None:
                        check=True)
 
 
-def _sshd_config(state: Path, port: int, chroot: Path | None) -> str:
+def _sshd_config(state: Path, port: int, chroot: Path | None, env: dict[str, str] | None = None) -> str:
     lines = [f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {state / 'host_key'}",
              f"PidFile {state / 'sshd.pid'}", f"AuthorizedKeysFile {state / 'user_key.pub'}",
              "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
@@ -70,6 +77,8 @@ def _sshd_config(state: Path, port: int, chroot: Path | None) -> str:
              "PermitUserEnvironment no", "LogLevel ERROR"]
     if chroot is not None:
         lines.append(f"ChrootDirectory {chroot}")
+    if env:
+        lines.append("SetEnv " + " ".join(f"{key}={value}" for key, value in env.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -88,9 +97,10 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) ->
 
 def start_sshd(state: Path, port: int | None = None, chroot: Path | None = None, user: str | None = None,
                python: str = "python3", work_dir: str | None = None, emulated: bool = False,
-               name: str = "loopback") -> dict:
+               name: str = "loopback", env: dict[str, str] | None = None) -> dict:
     """Start sshd on 127.0.0.1 with keys in ``state``; returns the device profile (also written to
-    ``state/<name>.yaml``). The profile's known_hosts holds the server's key, so host keys are checked."""
+    ``state/<name>.yaml``). The profile's known_hosts holds the server's key, so host keys are checked. ``env``
+    is set in every session (sshd's SetEnv), e.g. QEMU_CPU for the qemu that runs an emulated device's binaries."""
     if not Path(SSHD).exists():
         raise RuntimeError(f"{SSHD} not found: apt-get install openssh-server openssh-client")
     state = Path(state).resolve()
@@ -100,7 +110,7 @@ def start_sshd(state: Path, port: int | None = None, chroot: Path | None = None,
     user = user or getpass.getuser()
     _keygen(state / "host_key")
     _keygen(state / "user_key")
-    (state / "sshd_config").write_text(_sshd_config(state, port, chroot))
+    (state / "sshd_config").write_text(_sshd_config(state, port, chroot, env))
     host_key = (state / "host_key.pub").read_text().split()
     (state / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
     log = open(state / "sshd.log", "ab")  # noqa: SIM115 - handed to the server process
@@ -360,8 +370,7 @@ def check_chroot_path(rootfs: Path) -> None:
 
 
 def prepare_rootfs(rootfs: Path) -> None:
-    """Mount /proc and make /dev and the work dir. /sys is deliberately not mounted: onnxruntime segfaulted
-    under qemu with the host's /sys, and without it onnxruntime falls back on the cpu count qemu reports."""
+    """Mount /proc and make /dev and the work dir (/sys gets plain files: see ``sysfs_files``)."""
     rootfs.chmod(0o755)
     for name, (major, minor) in DEV_NODES.items():
         node = rootfs / "dev" / name
@@ -379,6 +388,97 @@ def prepare_rootfs(rootfs: Path) -> None:
         # a fresh proc instance (not a bind of the host's, which would carry its submounts along)
         _run(["mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", str(proc)], f"mount proc on {proc}")
     (rootfs / WORK_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+
+
+# --- the emulated CPU: qemu's model, and the /proc/cpuinfo and /sys files that describe it -----------------------
+
+# Which Pi each qemu CPU model stands for: MIDR (implementer 0x41 Arm, variant, part, revision as on the board),
+# the board's top clock, and the caches of one core / the cluster (size, level, type, shared by all cores?).
+CPU_MODELS: dict[str, dict] = {
+    "cortex-a76": {"board": "Raspberry Pi 5", "midr": 0x414FD0B1, "khz": 2400000,
+                   "caches": [(64, 1, "Data", False), (64, 1, "Instruction", False), (512, 2, "Unified", False),
+                              (2048, 3, "Unified", True)]},
+    "cortex-a72": {"board": "Raspberry Pi 4", "midr": 0x410FD083, "khz": 1800000,
+                   "caches": [(32, 1, "Data", False), (48, 1, "Instruction", False), (1024, 2, "Unified", True)]},
+}
+DEFAULT_CPU = "cortex-a76"
+# The kernel's names for the AT_HWCAP and AT_HWCAP2 bits (arch/arm64/kernel/cpuinfo.c), in bit order.
+HWCAP_NAMES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc "
+               "dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg").split()
+HWCAP2_NAMES = ("dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm "
+                "svebf16 i8mm bf16 dgh rng bti mte ecv afp rpres mte3 sme sme_i16i64 sme_f64f64 sme_i8i32 "
+                "sme_f16f32 sme_b16f32 sme_f32f32 sme_fa64 wfxt ebf16 sve_ebf16").split()
+
+
+def cpu_features(rootfs: Path, cpu: str) -> list[str]:
+    """The features qemu's ``cpu`` model really executes, as the kernel would list them: its AT_HWCAP bits, read
+    with glibc's LD_SHOW_AUXV from an aarch64 program in the rootfs (set by the aarch64 ``env``, so the host's
+    ``chroot`` does not print its own x86 auxv)."""
+    out = subprocess.run(["chroot", str(rootfs), "/usr/bin/env", "LD_SHOW_AUXV=1", "/bin/true"],
+                         env={**os.environ, "QEMU_CPU": cpu}, capture_output=True, text=True, check=True).stdout
+    auxv = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    hwcap, hwcap2 = (int(auxv.get(key, "0").strip(), 16) for key in ("AT_HWCAP", "AT_HWCAP2"))
+    return ([name for bit, name in enumerate(HWCAP_NAMES) if hwcap >> bit & 1]
+            + [name for bit, name in enumerate(HWCAP2_NAMES) if hwcap2 >> bit & 1])
+
+
+def cpuinfo_text(cpu: str, features: list[str], ncpu: int) -> str:
+    """An arm64 kernel's /proc/cpuinfo for ``ncpu`` cores of ``cpu``. qemu 7.2's user mode passes the host's
+    (x86) file through, which arm64 runtimes misparse (cpuinfo errors) and edgeopt cannot read flags from."""
+    midr = CPU_MODELS[cpu]["midr"]
+    block = (f"BogoMIPS\t: 108.00\nFeatures\t: {' '.join(features)}\nCPU implementer\t: 0x{midr >> 24:02x}\n"
+             f"CPU architecture: 8\nCPU variant\t: 0x{midr >> 20 & 0xF:x}\nCPU part\t: 0x{midr >> 4 & 0xFFF:03x}\n"
+             f"CPU revision\t: {midr & 0xF}\n\n")
+    return "".join(f"processor\t: {n}\n{block}" for n in range(ncpu))
+
+
+def sysfs_files(cpu: str, ncpu: int) -> dict[str, str]:
+    """The sysfs CPU files arm64 runtimes read, as plain files (``sys/...`` relative paths -> content). The real
+    sysfs is not mounted: with the host's, onnxruntime and LiteRT segfault under qemu (their cpuinfo library
+    reads x86 topology); with none, OpenVINO segfaults in compile_model (hwloc finds no topology) and onnxruntime
+    warns that cpuinfo failed."""
+    model, last, everyone = CPU_MODELS[cpu], ncpu - 1, f"{(1 << ncpu) - 1:x}"
+    root = "sys/devices/system/cpu"
+    files = {f"{root}/{name}": f"0-{last}" for name in ("possible", "present", "online")}
+    files[f"{root}/kernel_max"] = str(last)
+    for n in range(ncpu):
+        cpu_dir = f"{root}/cpu{n}"
+        own = f"{1 << n:x}"
+        files |= {f"{cpu_dir}/online": "1", f"{cpu_dir}/regs/identification/midr_el1": f"0x{model['midr']:016x}",
+                  f"{cpu_dir}/cpufreq/cpuinfo_max_freq": str(model["khz"]),
+                  f"{cpu_dir}/topology/physical_package_id": "0", f"{cpu_dir}/topology/core_id": str(n),
+                  f"{cpu_dir}/topology/cluster_id": "0"}
+        for name, mask, listed in (("thread_siblings", own, str(n)), ("core_cpus", own, str(n)),
+                                   ("core_siblings", everyone, f"0-{last}"), ("package_cpus", everyone, f"0-{last}"),
+                                   ("cluster_cpus", everyone, f"0-{last}")):
+            files[f"{cpu_dir}/topology/{name}"] = mask
+            files[f"{cpu_dir}/topology/{name}_list"] = listed
+        for index, (kib, level, kind, shared) in enumerate(model["caches"]):
+            cache = f"{cpu_dir}/cache/index{index}"
+            files |= {f"{cache}/size": f"{kib}K", f"{cache}/level": str(level), f"{cache}/type": kind,
+                      f"{cache}/coherency_line_size": "64", f"{cache}/shared_cpu_map": everyone if shared else own,
+                      f"{cache}/shared_cpu_list": f"0-{last}" if shared else str(n)}
+    return files
+
+
+def describe_cpu(rootfs: Path, state: Path, cpu: str) -> list[str]:
+    """Write the sysfs files into the rootfs and bind /proc/cpuinfo (kept in ``state``) over the rootfs's
+    proc; returns the features. The core count is this host's: qemu runs each guest thread on a host core."""
+    ncpu = len(os.sched_getaffinity(0))
+    features = cpu_features(rootfs, cpu)
+    sys_dir = rootfs / "sys"
+    if sys_dir in _mounts_under(sys_dir):
+        raise EmulatedPiError(f"{sys_dir} is a mount point; unmount it (the emulated Pi writes plain files there)")
+    shutil.rmtree(sys_dir / "devices", ignore_errors=True)  # a previous start's, maybe for another cpu model
+    for rel, content in sysfs_files(cpu, ncpu).items():
+        (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (rootfs / rel).write_text(content + "\n")
+    (state / "cpuinfo").write_text(cpuinfo_text(cpu, features, ncpu))
+    target = rootfs / "proc" / "cpuinfo"
+    if target not in _mounts_under(target):
+        _run(["mount", "--bind", str(state / "cpuinfo"), str(target)], "bind the emulated /proc/cpuinfo")
+        _run(["mount", "-o", "remount,bind,ro", str(target)], "make the emulated /proc/cpuinfo read-only")
+    return features
 
 
 # --- sshd and the profile -------------------------------------------------------------------------------------
@@ -404,7 +504,7 @@ def previous_port(state: Path) -> int | None:
         return None
 
 
-def cmd_start(base: Path, port: int | None) -> int:
+def cmd_start(base: Path, port: int | None, cpu: str = DEFAULT_CPU) -> int:
     """Build or unpack the rootfs, prepare it, start sshd chrooted into it; prints the profile's path."""
     check_host()
     base.mkdir(parents=True, exist_ok=True)
@@ -413,20 +513,26 @@ def cmd_start(base: Path, port: int | None) -> int:
         if pid := sshd_running(state):
             print(f"already running (sshd pid {pid}); profile {state / (PROFILE_NAME + '.yaml')}")
             return 0
+        check_chroot_path(base)  # before a 5-minute build that sshd would then refuse
         ensure_binfmt()  # debootstrap's second stage already runs arm64 binaries in its chroot
         rootfs = ensure_rootfs(base)
         check_chroot_path(rootfs)
         binfmt = ensure_binfmt(rootfs)
-        prepare_rootfs(rootfs)
+        state.mkdir(mode=0o700, exist_ok=True)
         try:
+            prepare_rootfs(rootfs)
+            features = describe_cpu(rootfs, state, cpu)
+            # QEMU_CPU reaches every program of the session: qemu then executes only what that core has
+            # (its default, "max", would offer SVE and SME, which no Pi has).
             start_sshd(state, port=port or previous_port(state), chroot=rootfs, user="root", python="python3",
-                       work_dir=WORK_DIR, emulated=True, name=PROFILE_NAME)
-        except Exception:
+                       work_dir=WORK_DIR, emulated=True, name=PROFILE_NAME, env={"QEMU_CPU": cpu})
+            _smoke_test(state)
+        except BaseException:
+            stop_sshd(state)
             unmount_all(rootfs)
             raise
-        _smoke_test(state)
     profile = state / f"{PROFILE_NAME}.yaml"
-    print(f"emulated arm64 Pi up ({binfmt}); profile {profile}")
+    print(f"emulated arm64 Pi up: {cpu} ({CPU_MODELS[cpu]['board']}'s core) with {' '.join(features)}; {binfmt}")
     print(profile)
     return 0
 
@@ -469,11 +575,20 @@ def cmd_status(base: Path) -> int:
     binfmt = "; ".join(f"{name} {entry['interpreter']} flags {entry['flags']}" for name, entry in entries.items())
     print(f"binfmt:  {binfmt or 'none'}")
     print(f"sshd:    {f'running, pid {pid}' if pid else 'stopped'}")
+    cpu = next((line.split("=", 1)[1] for line in _lines(state / "sshd_config") if "QEMU_CPU=" in line), "-")
+    print(f"cpu:     {cpu.split()[0]}")
     print(f"profile: {profile if profile.exists() else '(none)'}")
     return 0 if pid else 3
 
 
 # --- small helpers --------------------------------------------------------------------------------------------
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []
+
 
 def _run(cmd: list[str], what: str) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -500,13 +615,15 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--dir", type=Path, default=None, help=dir_help)
     start.add_argument("--port", type=int, default=None, help="sshd's port on 127.0.0.1 (default: the last one "
                                                               "if free, else any free port)")
+    start.add_argument("--cpu", choices=sorted(CPU_MODELS), default=DEFAULT_CPU,
+                       help="qemu's CPU model: cortex-a76 as in a Raspberry Pi 5 (default), cortex-a72 as in a Pi 4")
     for name, text in (("stop", "stop sshd and unmount the rootfs's /proc"), ("status", "show what runs")):
         sub.add_parser(name, help=text).add_argument("--dir", type=Path, default=None, help=dir_help)
     args = parser.parse_args(argv)
     base = (args.dir or default_dir()).expanduser().resolve()
     try:
         if args.command == "start":
-            return cmd_start(base, args.port)
+            return cmd_start(base, args.port, args.cpu)
         return cmd_stop(base) if args.command == "stop" else cmd_status(base)
     except EmulatedPiError as exc:
         print(f"emulated_pi: {exc}", file=sys.stderr)
