@@ -140,6 +140,11 @@ def stop_sshd(state: Path) -> None:
         pid = int(pid_file.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return
+    for child in _children(pid):  # each connection has its own sshd (in its own session): the link drops too
+        try:
+            os.kill(child, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -149,6 +154,19 @@ def stop_sshd(state: Path) -> None:
             break
         time.sleep(0.1)
     pid_file.unlink(missing_ok=True)
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _alive(pid: int) -> bool:

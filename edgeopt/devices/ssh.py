@@ -9,6 +9,7 @@ itself: every command runs the stdlib-only ``agent.py`` from its source on the d
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import shlex
@@ -44,7 +45,8 @@ class SshDevice(Device):
         check = "yes" if p.host_key_check == "strict" else "accept-new"
         cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={p.connect_timeout}",
                "-o", f"StrictHostKeyChecking={check}", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-               "-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/edgeopt-ssh-%C", "-o", "ControlPersist=60",
+               "-o", "ControlMaster=auto", "-o", f"ControlPath=/tmp/edgeopt-ssh-{self._trust_key()}-%C",
+               "-o", "ControlPersist=60",
                "-o", "LogLevel=ERROR"]
         if p.port:
             cmd += ["-p", str(p.port)]
@@ -55,6 +57,12 @@ class SshDevice(Device):
         if p.user:
             cmd += ["-l", p.user]
         return cmd + [p.host]
+
+    def _trust_key(self) -> str:
+        """Connections are shared only between commands with the same keys and host-key rules (a connection
+        opened under one known_hosts must not serve a profile that trusts another)."""
+        p = self.profile
+        return hashlib.sha256(repr((p.identity, p.known_hosts, p.host_key_check)).encode()).hexdigest()[:12]
 
     def _where(self) -> str:
         p = self.profile
