@@ -96,7 +96,7 @@ def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 20.0) ->
 
 
 def start_sshd(state: Path, port: int | None = None, chroot: Path | None = None, user: str | None = None,
-               python: str = "python3", work_dir: str | None = None, emulated: bool = False,
+               python: str | None = None, work_dir: str | None = None, emulated: bool = False,
                name: str = "loopback", env: dict[str, str] | None = None) -> dict:
     """Start sshd on 127.0.0.1 with keys in ``state``; returns the device profile (also written to
     ``state/<name>.yaml``). The profile's known_hosts holds the server's key, so host keys are checked. ``env``
@@ -119,7 +119,8 @@ def start_sshd(state: Path, port: int | None = None, chroot: Path | None = None,
     (state / "sshd.pid").write_text(f"{proc.pid}\n")
     _wait_listening(port, proc)
     profile = {"name": name, "kind": "ssh", "host": "127.0.0.1", "port": port, "user": user,
-               "identity": str(state / "user_key"), "known_hosts": str(state / "known_hosts"), "python": python,
+               "identity": str(state / "user_key"), "known_hosts": str(state / "known_hosts"),
+               **({"python": python} if python else {}),
                "work_dir": work_dir or str(state / "device-work"), "emulated": emulated}
     (state / f"{name}.yaml").write_text("".join(f"{k}: {_yaml_scalar(v)}\n" for k, v in profile.items()))
     return profile
@@ -542,7 +543,7 @@ def cmd_start(base: Path, port: int | None, cpu: str = DEFAULT_CPU) -> int:
             features = describe_cpu(rootfs, state, cpu)
             # QEMU_CPU reaches every program of the session: qemu then executes only what that core has
             # (its default, "max", would offer SVE and SME, which no Pi has).
-            start_sshd(state, port=port or previous_port(state), chroot=rootfs, user="root", python="python3",
+            start_sshd(state, port=port or previous_port(state), chroot=rootfs, user="root",
                        work_dir=WORK_DIR, emulated=True, name=PROFILE_NAME, env={"QEMU_CPU": cpu})
             _smoke_test(state)
         except BaseException:

@@ -13,13 +13,13 @@ from edgeopt.config.load import load_config
 from edgeopt.core import contracts
 from edgeopt.core.fingerprint import code_fingerprint
 from edgeopt.devices.local import LocalDevice
-from edgeopt.stages.benchmark import BenchmarkStage
+from edgeopt.stages.benchmark import Accuracy, BenchmarkStage, Timing
 from edgeopt.stages.calibrate import CalibrateStage
 from helpers import write_config
 
 PACKAGE = Path(__file__).resolve().parents[2] / "edgeopt"
-ALL = {"calibrate", "reference", "artifact"}
-BENCHMARK = {"reference", "artifact"}
+ALL = {"calibrate", "reference", "accuracy", "artifact"}
+BENCHMARK = {"reference", "accuracy", "artifact"}
 
 
 @pytest.fixture
@@ -35,16 +35,18 @@ def ctx(tmp_path):
     """What the two stages' keys read from a run: everything but the code held fixed."""
     config = load_config(write_config(tmp_path, stages=["calibrate", "export", "benchmark"]))
     model = SimpleNamespace(key="model-key")
-    return SimpleNamespace(config=config, detector=model, original=model, data_key="data-key", device=LocalDevice(),
-                           device_info={"name": "local"}, versions={"torch": "2.x"})
+    return SimpleNamespace(config=config, detector=model, original=model, data_key="data-key", devices=[LocalDevice()],
+                           device_infos={"local": {"name": "local"}}, host_info={"name": "local"},
+                           versions={"torch": "2.x"})
 
 
 def keys(ctx) -> dict[str, str]:
-    """The calibrate key, the reference row's and one bundle's benchmark keys (new stages: code is read once
-    per stage instance)."""
+    """The calibrate key, the reference row's, one bundle's mAP and its timing keys (new stages: code is read
+    once per stage instance)."""
     bundle = SimpleNamespace(path=Path("cache/export/0123456789abcdef"))
     return {"calibrate": CalibrateStage().key(ctx, None), "reference": BenchmarkStage().key(ctx, None),
-            "artifact": BenchmarkStage().key(ctx, bundle)}
+            "accuracy": BenchmarkStage().key(ctx, Accuracy(bundle)),
+            "artifact": BenchmarkStage().key(ctx, Timing(bundle, ctx.devices[0], 1))}
 
 
 def _touch(root: Path, relative: str) -> None:
