@@ -119,14 +119,14 @@ def _read_inputs(config: PipelineConfig, targets: dict, devices: list[Device], c
 
 
 def _describe(devices: list[Device], targets: dict, benchmarking: bool) -> dict[str, dict[str, Any]]:
-    """Each device's description; a remote device lacking a configured target's runtime is refused here,
-    before any work (``edgeopt device setup`` installs them)."""
+    """Each device's description. A remote device lacking every configured target's runtime is refused here,
+    before any work (``edgeopt device setup`` installs them); one lacking some gets skipped rows for those."""
     infos = {}
     for device in devices:
         info = device.describe({name: t.device_modules for name, t in targets.items()})
         missing = {name: r.get("error") for name, r in info.get("runtimes", {}).items() if not r.get("ok")}
-        if missing and benchmarking:
-            raise DeviceError(f"device '{device.name}' lacks the runtime(s) of target(s) {', '.join(missing)}: "
+        if missing and len(missing) == len(targets) and benchmarking:
+            raise DeviceError(f"device '{device.name}' has none of the configured runtimes: "
                               + "; ".join(f"{k}: {v}" for k, v in missing.items()),
                               hint=f"edgeopt device setup {device.name} (installs them into a venv there)")
         infos[device.name] = info
@@ -178,13 +178,13 @@ def _bundle_rows(ctx: RunContext, bundle: Bundle) -> list[dict[str, Any]]:
         if changed:  # never ship what differs from the manifest that recorded its verdict
             row.update(status="failed", reason=f"files differ from the manifest: {', '.join(changed)}")
     dest = ctx.config.output_dir / "artifacts" / f"{bundle.target.name}-{bundle.precision}"
-    failed = next((r for r in rows if r["status"] != "passed"), None)
-    if failed is None:
+    failed = next((r for r in rows if r["status"] not in ("passed", "skipped")), None)
+    if failed is None and any(r["status"] == "passed" for r in rows):
         dest.parent.mkdir(exist_ok=True)
         copy_tree_atomic(bundle.path, dest)
         for row in rows:
             row["artifact"] = str(dest)
-    else:
+    elif failed is not None:
         verdict = "could not be verified" if failed["status"] == "unverified" else "failed the gate"
         where = f" on {failed['device']}" if len(rows) > 1 else ""
         err = ParityError(f"{failed['target']} {failed['precision']} {verdict}{where}: {failed['reason']}",
@@ -218,6 +218,9 @@ def _bundle_row(ctx: RunContext, bundle: Bundle, device: Device, threads: int) -
     if over_budget and row["status"] == "passed":
         row.update(status="failed", reason=over_budget)
     row["session_options"] = bundle.target.session_options(threads, manifest.to_dict())
+    missing = ctx.missing_runtime(bundle.target.name, device)
+    if missing and row["status"] == "passed":  # judged here (parity, mAP) but not timed there
+        row.update(status="skipped", reason=missing)
     return row
 
 

@@ -141,7 +141,8 @@ class BenchmarkStage(Stage):
     def items(self, ctx: Any) -> list[Item]:
         scored = ctx.config.benchmark.map and ctx.validation is not None
         return [None, *(Accuracy(b) for b in ctx.bundles if scored),
-                *(Timing(b, d, t) for b in ctx.bundles for d in ctx.devices for t in ctx.thread_counts(d))]
+                *(Timing(b, d, t) for b in ctx.bundles for d in ctx.devices for t in ctx.thread_counts(d)
+                  if not ctx.missing_runtime(b.target.name, d))]
 
     def key(self, ctx: Any, item: Item) -> str:
         bcfg = ctx.config.benchmark.model_dump()

@@ -59,6 +59,14 @@ class RunContext:
     def device_names(self) -> str:
         return ", ".join(d.name for d in self.devices)
 
+    def missing_runtime(self, target: str, device: Device) -> str | None:
+        """Why ``device`` cannot run ``target``'s bundles (its runtime does not import there), else None."""
+        found = self.device_infos.get(device.name, {}).get("runtimes", {}).get(target)
+        if found is None or found.get("ok"):
+            return None
+        return f"{target}'s runtime is not installed on {device.name} ({found.get('error')}); " \
+               f"edgeopt device setup {device.name}"
+
     def thread_counts(self, device: Device) -> list[int]:
         """The thread counts to benchmark on ``device``: its profile's list, else the config's."""
         profile = getattr(device, "profile", None)
