@@ -86,6 +86,10 @@ def preflight(config: PipelineConfig, stages: list[Stage], cache: Cache, console
     for target in targets.values():
         target.check_available()
     devices = [load_device(spec) for spec in config.devices]
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):  # rows and measurements are keyed by the device's name
+        raise ConfigError(f"two device profiles share a name: {', '.join(names)}",
+                          hint="give each profile its own `name:`")
     for device in devices:
         for name, target in targets.items():
             reason = target.why_unsupported(device)
@@ -123,6 +127,9 @@ def _describe(devices: list[Device], targets: dict, benchmarking: bool) -> dict[
     before any work (``edgeopt device setup`` installs them); one lacking some gets skipped rows for those."""
     infos = {}
     for device in devices:
+        if not benchmarking and not isinstance(device, LocalDevice):  # nothing to run there: do not connect
+            infos[device.name] = {"name": device.name, "emulated": device.emulated}
+            continue
         info = device.describe({name: t.device_modules for name, t in targets.items()})
         missing = {name: r.get("error") for name, r in info.get("runtimes", {}).items() if not r.get("ok")}
         if missing and len(missing) == len(targets) and benchmarking:
@@ -184,12 +191,13 @@ def _bundle_rows(ctx: RunContext, bundle: Bundle) -> list[dict[str, Any]]:
         copy_tree_atomic(bundle.path, dest)
         for row in rows:
             row["artifact"] = str(dest)
-    elif failed is not None:
-        verdict = "could not be verified" if failed["status"] == "unverified" else "failed the gate"
-        where = f" on {failed['device']}" if len(rows) > 1 else ""
-        err = ParityError(f"{failed['target']} {failed['precision']} {verdict}{where}: {failed['reason']}",
-                          hint="not shipped; see the manifest in " + str(bundle.path))
-        ctx.console.print(f"[bold red]error:[/] {escape(str(err))}")
+    else:
+        if failed is not None:
+            verdict = "could not be verified" if failed["status"] == "unverified" else "failed the gate"
+            where = f" on {failed['device']}" if len(rows) > 1 else ""
+            err = ParityError(f"{failed['target']} {failed['precision']} {verdict}{where}: {failed['reason']}",
+                              hint="not shipped; see the manifest in " + str(bundle.path))
+            ctx.console.print(f"[bold red]error:[/] {escape(str(err))}")
         shutil.rmtree(dest, ignore_errors=True)  # a bundle shipped by an earlier run is no longer valid
     return rows
 

@@ -167,6 +167,7 @@ class Device(ABC):
     name: str
 
     emulated: bool = False  # an emulated CPU: its latency is labelled and never used for speed claims
+    fingerprint: str = ""  # code run on the device that the import-based code fingerprint cannot see
 
     @abstractmethod
     def describe(self, runtimes: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def load_device(spec: str, search: Path = Path("devices")) -> Device:
         raise ConfigError(f"device profile {path} is not readable YAML: {exc}") from None
     if not isinstance(profile, dict):
         raise ConfigError(f"device profile {path} must be a mapping of keys (found {type(profile).__name__})")
-    kind = profile.get("kind", "local")
+    kind = profile.get("kind", "ssh" if "host" in profile else "local")  # a host to reach is a remote board
     if kind not in DEVICES:
         raise ConfigError(f"device {path}: unknown kind '{kind}'",
                           hint=did_you_mean(kind, DEVICES.names) or f"kinds: {', '.join(DEVICES.names)}")
@@ -41,9 +41,14 @@ def load_device(spec: str, search: Path = Path("devices")) -> Device:
 
 
 # what changes from one reading to the next and so must not change a cache key
-VOLATILE = frozenset({"temperature_c", "throttled", "mem_available_mb"})
+VOLATILE = frozenset({"temperature_c", "throttled", "mem_available_mb", "runtimes"})
 
 
-def device_identity(info: dict[str, Any]) -> dict[str, Any]:
-    """The parts of ``describe()`` that make a figure comparable (a cache key): not temperature or free memory."""
-    return {k: v for k, v in info.items() if k not in VOLATILE}
+def device_identity(info: dict[str, Any], target: str | None = None) -> dict[str, Any]:
+    """The parts of ``describe()`` that make a figure comparable (a cache key): not temperature or free memory;
+    of the runtimes only ``target``'s module and version (adding another target re-times nothing)."""
+    identity = {k: v for k, v in info.items() if k not in VOLATILE}
+    runtime = (info.get("runtimes") or {}).get(target or "")
+    if runtime:
+        identity["runtime"] = {k: runtime.get(k) for k in ("module", "version", "ok")}
+    return identity

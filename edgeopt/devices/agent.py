@@ -11,6 +11,7 @@ Commands (``python - COMMAND ARGS`` with this source as the program, or ``python
     bench DIR ARGS_JSON       temperature and throttling around ``run.py --bench`` in DIR; its JSON figures
     detect DIR LIST ARGS_JSON ``run.py --eval`` on the images listed in the file LIST; its JSON lines
     install VENV WHEELS REQS  a venv (made once) with REQS installed from the folder WHEELS only
+    remove DIR NAMES_JSON     delete the listed files under DIR
 """
 
 import hashlib
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import sys
 import tarfile
@@ -125,6 +127,7 @@ def describe(modules):
             "governor": governor.strip() if governor else None, "temperature_c": _temperatures(),
             "throttled": _throttled(), "mem_total_mb": mem.get("MemTotal"), "mem_available_mb": mem.get("MemAvailable"),
             "os": _os_name(), "kernel": platform.release(), "python": platform.python_version(),
+            "python_bits": struct.calcsize("P") * 8,  # a 32-bit userland on a 64-bit kernel says aarch64 above
             "python_path": sys.executable, "libc": "-".join(platform.libc_ver()),
             "runtimes": {name: _module_version(name) for name in modules}}
 
@@ -146,8 +149,8 @@ def _safe_members(tar, root):
     """Regular files and folders whose resolved path stays inside ``root`` (no links, devices, ``..``)."""
     for member in tar:
         target = os.path.realpath(os.path.join(root, member.name))
-        if not (member.isfile() or member.isdir()) or os.path.isabs(member.name) or \
-                not (target == root or target.startswith(root + os.sep)):
+        inside = target.startswith(root + os.sep) or (member.isdir() and target == root)
+        if not (member.isfile() or member.isdir()) or os.path.isabs(member.name) or not inside:
             raise ValueError("refusing archive member %r" % member.name)
         yield member
 
@@ -173,9 +176,26 @@ def unpack(root):
     return {"written": names}
 
 
+def remove(root, names):
+    """Delete the files ``names`` (relative) under ``root``: what a bundle folder holds beyond the bundle."""
+    root = os.path.realpath(root)
+    for name in names:
+        target = os.path.realpath(os.path.join(root, name))
+        if target.startswith(root + os.sep) and os.path.isfile(target):
+            os.remove(target)
+    return {"removed": names}
+
+
+def _limit():
+    """Seconds a command may take (edgeopt's command_timeout): what this helper starts is stopped by then."""
+    return float(os.environ.get("EDGEOPT_TIMEOUT", "1800"))
+
+
 def _run_py(root, args):
-    proc = subprocess.run([sys.executable, os.path.join(root, "run.py")] + args, capture_output=True, text=True,
-                          cwd=root, env=dict(os.environ, OMP_NUM_THREADS=str(_threads(args))))
+    # -B: no __pycache__ written into the bundle (every file there must be one the manifest lists)
+    proc = subprocess.run([sys.executable, "-B", os.path.join(root, "run.py")] + args, capture_output=True,
+                          text=True, cwd=root, env=dict(os.environ, OMP_NUM_THREADS=str(_threads(args))),
+                          timeout=_limit())
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()
         raise RuntimeError("run.py %s failed (exit %d): %s" % (" ".join(args[:1]), proc.returncode,
@@ -206,10 +226,19 @@ def detect(root, listing, args):
 def install(venv, wheelhouse, requirements):
     """A venv at ``venv`` (made once) with ``requirements`` installed from ``wheelhouse`` only (no network)."""
     python = os.path.join(venv, "bin", "python")
-    if not os.path.exists(python):
-        subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True)
+    works = os.path.exists(python) and subprocess.run([python, "-m", "pip", "--version"],
+                                                      capture_output=True).returncode == 0
+    if not works:  # absent, or half made (e.g. python3-venv missing): made anew, never half-used
+        shutil.rmtree(venv, ignore_errors=True)
+        made = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
+        if made.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            tail = (made.stderr or made.stdout).strip().splitlines()
+            raise RuntimeError("cannot make a venv: %s (on Debian: apt install python3-venv)"
+                               % (tail[-1] if tail else made.returncode))
     proc = subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "--no-index",
-                           "--find-links", wheelhouse] + requirements, capture_output=True, text=True)
+                           "--find-links", wheelhouse] + requirements, capture_output=True, text=True,
+                          timeout=_limit())
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()
         raise RuntimeError("pip install failed: %s" % (tail[-1] if tail else proc.returncode))
@@ -232,6 +261,8 @@ def main(argv):
         return detect(args[0], args[1], json.loads(args[2]))
     if command == "install":
         return install(args[0], args[1], json.loads(args[2]))
+    if command == "remove":
+        return remove(args[0], json.loads(args[1]))
     raise ValueError("unknown command %r" % command)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,7 +27,8 @@ class SshProfile(BaseModel):
     python: str | None = Field(None, description="Python on the device (default: the venv `edgeopt device setup` "
                                                   "made in work_dir, else python3)")
     work_dir: str = Field("~/edgeopt", description="Everything edgeopt writes on the device stays in here")
-    threads: list[int] = Field(default_factory=list, description="Thread counts to benchmark (default: the config's)")
+    threads: list[Annotated[int, Field(ge=1, le=256)]] = Field(
+        default_factory=list, description="Thread counts to benchmark (default: the config's)")
     emulated: bool = Field(False, description="Emulated CPU: latency is labelled and never used for speed claims")
     connect_timeout: int = Field(10, ge=1, description="Seconds to wait for the connection")
     command_timeout: int = Field(1800, ge=1, description="Seconds one command (a benchmark) may take")

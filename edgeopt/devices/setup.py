@@ -30,6 +30,8 @@ def platform_tags(info: dict[str, Any]) -> list[str]:
     """pip ``--platform`` tags for a device: every manylinux tag up to its glibc (too few and pip silently
     picks old releases that carry an older tag)."""
     machine = MACHINES.get(str(info.get("machine")))
+    if machine == "aarch64" and info.get("python_bits") == 32:  # 32-bit Raspberry Pi OS on a 64-bit kernel
+        machine = "armv7l"
     match = re.match(r"glibc-2\.(\d+)", str(info.get("libc", "")))
     if machine is None or match is None:
         raise DeviceError(f"no wheels for device '{info.get('name')}': machine {info.get('machine')}, "
@@ -59,7 +61,11 @@ def build_wheelhouse(packages: list[str], info: dict[str, Any], dest: Path) -> d
     returns the requirement chosen per package and any version that differs from this machine's."""
     tags = platform_tags(info)
     python = "".join(str(info.get("python", "")).split(".")[:2])
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeviceError(f"cannot create the wheelhouse {dest}: {exc.strerror}", hint="choose another with --wheels") \
+            from None
     chosen: dict[str, str] = {}
     notes: list[str] = []
     for package in [*BASE_PACKAGES, *packages]:
@@ -84,7 +90,7 @@ def setup_device(device: Any, packages: list[str], cache: Path) -> dict[str, Any
     """Build the wheelhouse here, push it, install it into a venv on the device; what got installed (also
     written to ``<work_dir>/setup.json`` on the device)."""
     info = device.describe()
-    wheelhouse = cache / f"{info['machine']}-cp{''.join(info['python'].split('.')[:2])}-{info['libc']}"
+    wheelhouse = cache / f"{platform_tags(info)[-1]}-cp{''.join(info['python'].split('.')[:2])}-{info['libc']}"
     plan = build_wheelhouse(packages, info, wheelhouse)
     wheels = {p.name: p for p in sorted(wheelhouse.glob("*.whl"))}
     remote_wheels = device.remote_path("wheelhouse")

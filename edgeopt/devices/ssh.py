@@ -12,9 +12,12 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shlex
+import stat
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from edgeopt.errors import DeviceError
 AGENT = (Path(__file__).parent / "agent.py").read_text()
 # the agent's source travels base64-encoded in the command line: no quoting of its text, no file on the device
 BOOT = "import base64;exec(compile(base64.b64decode('{}'),'edgeopt-agent','exec'))"
+DETECT_CHUNK = 200  # images per detection command
 UNREACHABLE = ("Could not resolve", "Connection refused", "timed out", "No route to host", "Network is unreachable",
                "Connection reset", "kex_exchange_identification")
 
@@ -38,6 +42,7 @@ class SshDevice(Device):
         self.profile: SshProfile = parse_profile(profile, source)
         self.name = self.profile.name
         self.emulated = self.profile.emulated
+        self.fingerprint = hashlib.sha256(AGENT.encode()).hexdigest()[:16]  # it measures: its edits re-measure
 
     # ---- transport -------------------------------------------------------------------------------------------
     def _ssh(self) -> list[str]:
@@ -45,8 +50,7 @@ class SshDevice(Device):
         check = "yes" if p.host_key_check == "strict" else "accept-new"
         cmd = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={p.connect_timeout}",
                "-o", f"StrictHostKeyChecking={check}", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-               "-o", "ControlMaster=auto", "-o", f"ControlPath=/tmp/edgeopt-ssh-{self._trust_key()}-%C",
-               "-o", "ControlPersist=60",
+               *_sharing(self._trust_key()),
                "-o", "LogLevel=ERROR"]
         if p.port:
             cmd += ["-p", str(p.port)]
@@ -77,7 +81,7 @@ class SshDevice(Device):
             return DeviceError(f"{where}: its host key is unknown or not the one recorded in known_hosts",
                                hint="check the device, then add its key (ssh-keyscan, or one `ssh` by hand); "
                                     "`host_key_check: accept-new` trusts a device on first contact")
-        if "Permission denied" in stderr:
+        if code == 255 and "Permission denied" in stderr:
             return DeviceError(f"{where}: login refused ({last})",
                                hint="check user and identity in the profile; `ssh` to it by hand must work "
                                     "without a password")
@@ -89,24 +93,31 @@ class SshDevice(Device):
                                hint="re-run when the device is back; finished work is cached and resumes")
         return DeviceError(f"{what} failed on {where}: {last}")
 
-    def _exec(self, remote: str, what: str, data: bytes | None = None, timeout: float | None = None) -> str:
-        try:
-            proc = subprocess.run([*self._ssh(), "--", remote], input=data, capture_output=True,
-                                  timeout=timeout or self.profile.command_timeout)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{what} on device '{self.name}' did not finish within "
-                              f"{timeout or self.profile.command_timeout} s",
-                              hint="raise command_timeout in the device profile, or check the device") from None
-        except FileNotFoundError:
-            raise DeviceError("the OpenSSH client (ssh) is not installed",
-                              hint="apt-get install openssh-client") from None
-        stdout, stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-        if proc.returncode != 0 and not (proc.returncode == 3 and stdout.strip()):  # 3: the agent's own error
-            if proc.returncode == 127:
-                raise DeviceError(f"'{self.profile.python or 'python3'}' was not found on device '{self.name}'",
-                                  hint="set `python:` in the device profile, or run `edgeopt device setup`")
-            raise self._failure(stderr, what, proc.returncode)
-        return stdout
+    def _exec(self, remote: str, what: str, data: bytes | None = None, timeout: float | None = None,
+              agent: bool = False) -> str:
+        """stdout of ``remote`` run by the device's shell. stdin is ``data`` or nothing (never the user's
+        terminal); stderr goes to a file, since a shared connection's master may keep a pipe open."""
+        limit = timeout or self.profile.command_timeout
+        with tempfile.TemporaryFile() as err:
+            try:
+                proc = subprocess.run([*self._ssh(), "--", remote], input=data, stdout=subprocess.PIPE, stderr=err,
+                                      stdin=None if data is not None else subprocess.DEVNULL, timeout=limit + 30)
+            except subprocess.TimeoutExpired:
+                raise DeviceError(f"{what} on device '{self.name}' did not finish within {limit} s",
+                                  hint="raise command_timeout in the device profile, or check the device") from None
+            except FileNotFoundError:
+                raise DeviceError("the OpenSSH client (ssh) is not installed",
+                                  hint="apt-get install openssh-client") from None
+            err.seek(0)
+            stderr = err.read().decode(errors="replace")
+        stdout = proc.stdout.decode(errors="replace")
+        if proc.returncode == 0 or (agent and proc.returncode == 3 and stdout.strip()):  # 3: the agent's own error
+            return stdout
+        if agent and proc.returncode in (126, 127):
+            state = "is not executable" if proc.returncode == 126 else "was not found"
+            raise DeviceError(f"'{self.profile.python or 'python3'}' {state} on device '{self.name}'",
+                              hint="set `python:` in the device profile, or run `edgeopt device setup`")
+        raise self._failure(stderr, what, proc.returncode)
 
     def _python(self) -> str:
         """Shell words that run the device's Python: the profile's, else the setup venv's, else python3."""
@@ -119,8 +130,10 @@ class SshDevice(Device):
               timeout: float | None = None) -> Any:
         """Run one agent command on the device; its JSON answer (a DeviceError when it reports an error)."""
         boot = BOOT.format(base64.b64encode(AGENT.encode()).decode())
-        remote = " ".join([self._python(), "-c", shlex.quote(boot), command, *map(shlex.quote, args)])
-        out = self._exec(remote, what or command, data, timeout)
+        limit = int(timeout or self.profile.command_timeout)  # the agent stops what it started by then
+        remote = " ".join([f"export EDGEOPT_TIMEOUT={limit};", self._python(), "-c", shlex.quote(boot), command,
+                           *map(shlex.quote, args)])
+        out = self._exec(remote, what or command, data, timeout, agent=True)
         lines = [line for line in out.strip().splitlines() if line.startswith("{")]
         try:
             answer = json.loads(lines[-1])
@@ -133,7 +146,7 @@ class SshDevice(Device):
 
     def run(self, command: list[str], timeout: float = 1800) -> str:
         """Run ``command`` (argv) on the device; its stdout."""
-        return self._exec(" ".join(map(shlex.quote, command)), command[0], timeout=timeout)
+        return self._exec(" ".join(map(shlex.quote, command)), command[0], timeout=timeout)  # exit != 0 raises
 
     # ---- the Device contract ---------------------------------------------------------------------------------
     def describe(self, runtimes: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
@@ -159,12 +172,17 @@ class SshDevice(Device):
         stale = {name: path for name, path in files.items() if there.get(name) != file_sha256(path)}
         if stale:
             buffer = io.BytesIO()
-            with tarfile.open(fileobj=buffer, mode="w") as tar:
+            with tarfile.open(fileobj=buffer, mode="w", dereference=True) as tar:  # links travel as their files
                 for name, path in sorted(stale.items()):
                     tar.add(path, arcname=name, recursive=False)
             self.agent("unpack", remote_dir, data=buffer.getvalue(), what=f"copying {what}")
             there = self.agent("hashes", remote_dir, what=f"listing {what}")
         return there
+
+    def _remove_extras(self, remote_dir: str, keep: set[str], there: dict[str, str]) -> None:
+        extra = sorted(set(there) - keep)
+        if extra:
+            self.agent("remove", remote_dir, json.dumps(extra), what="removing files not in the bundle")
 
     def push(self, bundle: Path) -> str:
         """Copy the bundle to ``<work_dir>/bundles/<cache key>`` (only files whose sha256 differs there)."""
@@ -172,7 +190,8 @@ class SshDevice(Device):
         files = {str(p.relative_to(bundle)): p for p in sorted(bundle.rglob("*"))
                  if p.is_file() and "__pycache__" not in p.parts}
         remote = self.remote_path("bundles", bundle.name)
-        self.push_files(files, remote, f"bundle {bundle.name}")
+        there = self.push_files(files, remote, f"bundle {bundle.name}")
+        self._remove_extras(remote, set(files), there)  # e.g. a module planted beside run.py would be imported
         return remote
 
     def verify(self, bundle: Path) -> list[str]:
@@ -181,15 +200,20 @@ class SshDevice(Device):
         bundle = Path(bundle)
         there = self.agent("hashes", self.remote_path("bundles", bundle.name), what=f"checksums of {bundle.name}")
         expected = {**read_manifest(bundle).files, MANIFEST: file_sha256(bundle / MANIFEST)}
-        return [name for name, digest in expected.items() if there.get(name) != digest]
+        shipped = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+        changed = [name for name, digest in expected.items() if there.get(name) != digest]
+        return changed + [f"{name} (not in the bundle)" for name in sorted(set(there) - shipped - set(expected))]
 
     def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
         """``run.py --bench`` on the device, with temperature and throttling read before and after."""
         remote = self.push(bundle)
         args = ["--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs)]
         figures = self.agent("bench", remote, json.dumps(args), what=f"benchmark of {Path(bundle).name}")
-        flags = [f for f in (figures.get("throttled_before"), figures.get("throttled_after")) if f is not None]
-        figures["throttled"] = any(f & 0xF for f in flags) if flags else None  # under-voltage/capped/throttled now
+        before, after = figures.get("throttled_before"), figures.get("throttled_after")
+        if before is None or after is None:
+            figures["throttled"] = None  # no Raspberry Pi firmware to ask
+        else:  # throttled/capped/under-voltage now, or any of it newly recorded since before the run (sticky bits)
+            figures["throttled"] = bool((before | after) & 0xF or (after & ~before) & 0xF0000)
         figures["emulated"] = self.emulated
         return figures
 
@@ -198,16 +222,33 @@ class SshDevice(Device):
         ``<work_dir>/data/<dataset_key>``); one record per image, in order."""
         remote = self.push(bundle)
         names = {f"{i:06d}{Path(p).suffix.lower()}": Path(p) for i, p in enumerate(images)}
-        listing = "\n".join(names) + "\n"
         data_dir = self.remote_path("data", dataset_key)
         self.push_files(names, data_dir, f"{len(names)} validation images")
-        self.agent("unpack", data_dir, data=tar_bytes({"images.txt": listing.encode()}), what="image list")
-        out = self.agent("detect", remote, data_dir + "/images.txt", json.dumps(["--threads", str(threads)]),
-                         what=f"detection with {Path(bundle).name}")
-        records = out["detections"]
+        records: list[dict[str, Any]] = []
+        names_list = list(names)
+        for start in range(0, len(names_list), DETECT_CHUNK):  # bounded memory and time per command
+            chunk = "\n".join(names_list[start:start + DETECT_CHUNK]) + "\n"
+            self.agent("unpack", data_dir, data=tar_bytes({"images.txt": chunk.encode()}), what="image list")
+            out = self.agent("detect", remote, data_dir + "/images.txt", json.dumps(["--threads", str(threads)]),
+                             what=f"detection with {Path(bundle).name}")
+            records += out["detections"]
         if len(records) != len(images):
             raise DeviceError(f"device '{self.name}' returned {len(records)} detections for {len(images)} images")
         return records
+
+
+def _sharing(trust: str) -> list[str]:
+    """ssh options sharing one connection between commands (ControlMaster), with its socket in a folder only
+    this user can write to (a socket in a shared /tmp could be planted by another user); none if that fails."""
+    folder = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"edgeopt-ssh-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        status = folder.lstat()
+    except OSError:
+        return []
+    if status.st_uid != os.getuid() or status.st_mode & 0o077 or not stat.S_ISDIR(status.st_mode):
+        return []
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={folder}/{trust}-%C", "-o", "ControlPersist=60"]
 
 
 def _shell_path(path: str) -> str:

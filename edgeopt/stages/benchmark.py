@@ -151,10 +151,11 @@ class BenchmarkStage(Stage):
                                ctx.versions["torch"], self.code(__name__))
         if isinstance(item, Accuracy):
             return stable_hash("accuracy", item.bundle.path.name, bcfg["threads"], ctx.data_key, self.code(__name__))
-        info = device_identity(ctx.device_infos[item.device.name])
+        info = device_identity(ctx.device_infos[item.device.name], item.bundle.target.name)
         map_there = bcfg["map"] and bcfg["map_on_device"]
         return stable_hash("bench", item.bundle.path.name, {k: bcfg[k] for k in ("warmup", "runs")}, item.threads,
-                           ctx.data_key if map_there else None, info, self.code(__name__, type(item.device).__module__))
+                           ctx.data_key if map_there else None, info, item.device.fingerprint,
+                           self.code(__name__, type(item.device).__module__))
 
     def run(self, ctx: Any, item: Item, out: Path) -> None:
         bcfg = ctx.config.benchmark

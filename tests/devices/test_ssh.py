@@ -50,7 +50,16 @@ def device_run(board, tmp_path_factory):
                           benchmark={"warmup": 1, "runs": 50, "threads": 1, "map_on_device": True})
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TARGETS.load("ncnn"), "device_modules", ("ncnn_is_not_on_this_board",))
-        return edgeopt.run(edgeopt.load_config(str(config)))
+        result = edgeopt.run(edgeopt.load_config(str(config)))
+        result.config_path = config
+        return result
+
+
+def test_an_unchanged_rerun_on_the_board_measures_nothing_again(device_run):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TARGETS.load("ncnn"), "device_modules", ("ncnn_is_not_on_this_board",))
+        again = edgeopt.run(edgeopt.load_config(str(device_run.config_path)))
+    assert again.cache_misses == []  # the board's description (import times, temperature) does not churn keys
 
 
 def _artifact(result) -> Path:
@@ -102,10 +111,12 @@ def test_push_sends_only_changed_files_and_a_file_changed_on_the_board_is_refuse
     there = Path(remote)  # the board is this machine: its work dir is a local folder
     model = read_manifest(bundle).model_files[0]
     (there / model).write_bytes(b"tampered on the device")
+    (there / "json.py").write_text("raise SystemExit('planted beside run.py')\n")  # would shadow a module
     stamp = (there / "run.py").stat().st_mtime_ns
-    assert device.verify(bundle) == [model]
+    assert device.verify(bundle) == [model, "json.py (not in the bundle)"]
     device.push(bundle)
     assert device.verify(bundle) == [] and (there / "run.py").stat().st_mtime_ns == stamp  # only the model re-sent
+    assert not (there / "json.py").exists() and not (there / "__pycache__").exists()
     (there / model).write_bytes(b"tampered again")
     from edgeopt.stages.benchmark import bench_artifact
 
@@ -121,6 +132,25 @@ def test_push_sends_only_changed_files_and_a_file_changed_on_the_board_is_refuse
         bench_artifact(Bundle(TARGETS.create("onnxruntime"), "fp32", bundle, read_manifest(bundle)), stubborn, 1,
                        BenchmarkConfig(runs=50, warmup=1), None, device_run.output)
     assert str(there).startswith(board["work_dir"])  # all it wrote is under the work dir
+
+
+def test_linked_files_travel_as_files(board, tmp_path):
+    device = load_device(str(board["path"]))
+    (tmp_path / "image.jpg").write_bytes(b"pixels")
+    (tmp_path / "symlinked.jpg").symlink_to(tmp_path / "image.jpg")
+    (tmp_path / "hardlinked.jpg").hardlink_to(tmp_path / "image.jpg")
+    files = {name: tmp_path / name for name in ("image.jpg", "symlinked.jpg", "hardlinked.jpg")}
+    there = device.push_files(files, device.remote_path("linked"), "linked images")
+    assert set(there) == set(files) and len(set(there.values())) == 1
+    assert not Path(device.remote_path("linked"), "symlinked.jpg").is_symlink()
+
+
+def test_two_profiles_with_one_name_are_refused(board, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    config = write_config(tmp_path, device=[str(_profile(board, tmp_path / "a")), str(_profile(board, tmp_path / "b"))])
+    with pytest.raises(ConfigError, match="two device profiles share a name: board, board"):
+        edgeopt.run(edgeopt.load_config(str(config)))
 
 
 def test_the_agent_refuses_archive_members_that_leave_the_folder(board):
