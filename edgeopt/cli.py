@@ -201,10 +201,25 @@ def validate_cmd(
 
 
 @app.command("verify")
-def verify_cmd(bundle: Annotated[Path, typer.Argument(help="A bundle directory (holding edgeopt.json).")]) -> None:
+def verify_cmd(bundle: Annotated[Path, typer.Argument(
+        help="A bundle directory (holding edgeopt.json) or a bundle archive (.tar.gz).")]) -> None:
     """Check every file of a bundle against the sha256 in its manifest; exit 1 naming the files that differ."""
+    import tempfile
+
+    from edgeopt.core.archive import safe_extract
     from edgeopt.core.manifest import MANIFEST, verify_bundle
 
+    if bundle.is_file():  # an archive: extracted safely into a temporary folder and checked there
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = safe_extract(bundle, Path(tmp))
+            if not (folder / MANIFEST).is_file():
+                raise ConfigError(f"{bundle} holds no {MANIFEST}: not a bundle archive")
+            changed = verify_bundle(folder)
+        if changed:
+            err_console.print(f"[bold red]differs from the manifest:[/] {', '.join(changed)}")
+            raise typer.Exit(1)
+        console.print(f"{bundle}: every file matches its sha256 in {MANIFEST}")
+        return
     if not (bundle / MANIFEST).is_file():
         raise ConfigError(f"{bundle} is not a bundle (no {MANIFEST})", hint="give a directory under artifacts/")
     try:
@@ -215,6 +230,74 @@ def verify_cmd(bundle: Annotated[Path, typer.Argument(help="A bundle directory (
         err_console.print(f"[bold red]differs from the manifest:[/] {', '.join(changed)}")
         raise typer.Exit(1)
     console.print(f"{bundle}: every file matches its sha256 in {MANIFEST}")
+
+
+@app.command("bundle")
+def bundle_cmd(
+    bundle: Annotated[Path, typer.Argument(help="A shipped bundle: RUN_DIR/artifacts/NAME.")],
+    out: Annotated[Path, typer.Option(help="The archive to write (.tar.gz).")],
+) -> None:
+    """Pack a bundle to hand over: its files, manifest and checksums, run.py, a README for the device (install,
+    run, the latency and mAP measured) and its lineage; `edgeopt verify` checks the archive."""
+    write_bundle_archive(bundle, out)
+    console.print(f"wrote {out}")
+
+
+def write_bundle_archive(bundle: Path, out: Path, why: str | None = None) -> Path:
+    """The archive of ``bundle`` with README.md and lineage.json (refused unless the bundle verifies)."""
+    from edgeopt.core.archive import pack
+    from edgeopt.core.manifest import MANIFEST, verify_bundle
+    from edgeopt.report.handover import artifact_rows, lineage, readme
+
+    if not (bundle / MANIFEST).is_file():
+        raise ConfigError(f"{bundle} is not a bundle (no {MANIFEST})", hint="give a directory under artifacts/")
+    changed = verify_bundle(bundle)
+    if changed:
+        raise ConfigError(f"{bundle} differs from its manifest ({', '.join(changed)}): not packed")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    run_info, rows = artifact_rows(bundle)
+    extra = {"README.md": readme(manifest, rows, why).encode(),
+             "lineage.json": json.dumps(lineage(manifest, run_info, rows), indent=2, default=str).encode()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return pack(bundle, out, extra)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    file: Annotated[Path, typer.Argument(help="Sweep file: a config with a 'sweep:' section (configs/sweep.yaml).")],
+    pick_: Annotated[str | None, typer.Option("--pick", help='Choose and pack a bundle, e.g. "device=local, '
+                                                             'max_drop=1.0" or "max_latency_ms=20".')] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points and stop.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every stage.")] = False,
+) -> None:
+    """Run every point of a grid over config keys through one shared cache; write sweep.json/.csv, the HTML
+    report with per-device Pareto fronts, and (with --pick or select:) the chosen bundle's archive."""
+    from edgeopt.sweep.pick import parse_pick, pick
+    from edgeopt.sweep.run import finished_points, run_sweep
+    from edgeopt.sweep.spec import expand, read_sweep
+
+    section, base, source = read_sweep(file)
+    points = expand(section, base, source)
+    output = Path(section.output)
+    console.print(f"{len(points)} point(s) over {', '.join(section.axes)}; {finished_points(points, output)} "
+                  f"finished by an earlier sweep in {output} (their work comes from the cache)")
+    for point in points:
+        console.print(f"  {point.id}  {escape(point.label)}")
+    if dry_run:
+        return
+    select = parse_pick(pick_) if pick_ else section.select
+    result = run_sweep(points, list(section.axes), output, err_console, use_cache=not no_cache)
+    console.print(f"sweep: {output / 'sweep.json'}  report: {output / 'report.html'}  "
+                  f"cache: {result.reused} reused, {result.computed} computed")
+    if select is not None:
+        row, why = pick(result.rows, select)
+        archive = write_bundle_archive(Path(row["artifact"]), output / f"picked-{row['target']}-{row['precision']}-"
+                                                                          f"{row['point']}.tar.gz", why)
+        console.print(f"picked {row['target']} {row['precision']} at {escape(row['point_label'])} on "
+                      f"{row.get('device')}: {escape(why)}\nbundle: {archive}")
+    failed = [r for r in result.rows if r["status"] in ("failed", "unverified")]
+    if failed:
+        err_console.print(f"[bold red]{len(failed)} row(s) failed or unverified[/] (see {output / 'sweep.json'})")
 
 
 @app.command("schema")

@@ -53,10 +53,12 @@ class RunResult:
         return [r for r in self.records if r["status"] in ("failed", "unverified")]
 
 
-def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Console | None = None) -> RunResult:
-    """Run a validated config. Raises EdgeoptError subclasses for user problems before any work is written."""
+def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Console | None = None,
+                 cache_dir: Path | None = None) -> RunResult:
+    """Run a validated config. Raises EdgeoptError subclasses for user problems before any work is written.
+    ``cache_dir`` (default ``<output>/cache``) may be shared by runs: entries are content-addressed."""
     stages: list[Stage] = [STAGES.create(name) for name in config.stages]
-    ctx = preflight(config, stages, Cache(config.output_dir / "cache", enabled=use_cache),
+    ctx = preflight(config, stages, Cache(cache_dir or config.output_dir / "cache", enabled=use_cache),
                     console or Console(stderr=True))
     with run_lock(config.output_dir):
         ctx.cache.clean_partial()

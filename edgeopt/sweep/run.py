@@ -1,0 +1,82 @@
+"""Run a sweep: every point through one shared cache, one failed point a failed row (never the end of the
+sweep), results rewritten after each point so a killed sweep keeps what it measured and resumes from the cache."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgeopt.core.cache import Cache, write_json_atomic
+from edgeopt.errors import EdgeoptError
+from edgeopt.pipeline import run_pipeline
+from edgeopt.report.results import COLUMNS, pareto_front
+from edgeopt.sweep.report import write_html
+from edgeopt.sweep.spec import Point
+
+POINT_COLUMNS = ("point", "point_label")
+
+
+@dataclass
+class SweepResult:
+    """All rows of all points, and what the cache reused and computed."""
+
+    output: Path
+    axes: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reused: int = 0
+    computed: int = 0
+    devices: dict[str, Any] = field(default_factory=dict)
+
+
+def finished_points(points: list[Point], output: Path) -> int:
+    """How many points an earlier sweep in ``output`` finished (their work is in the cache: reused, not redone)."""
+    return sum(1 for p in points if (output / "points" / p.id / "results.json").is_file())
+
+
+def run_sweep(points: list[Point], axes: list[str], output: Path, console: Console,
+              use_cache: bool = True) -> SweepResult:
+    """Every point in order; rows carry the point's id, label and axis values."""
+    result = SweepResult(output, axes)
+    cache_dir = output / "cache"
+    Cache(cache_dir)  # the shared cache's folder
+    for i, point in enumerate(points, 1):
+        console.print(f"[bold]sweep point {i}/{len(points)}[/]: {point.label}")
+        config = point.config.model_copy(update={"output": str(output / "points" / point.id)})
+        try:
+            run = run_pipeline(config, use_cache=use_cache, console=console, cache_dir=cache_dir)
+        except EdgeoptError as exc:  # this point only: the sweep goes on
+            console.print(f"[bold red]point failed:[/] {exc.message}")
+            result.rows.append({**_tags(point), "target": "-", "precision": "-", "status": "failed",
+                                "reason": exc.message})
+        else:
+            result.reused += len(run.cache_hits)
+            result.computed += len(run.cache_misses)
+            result.devices.update(run.run_info.get("devices") or {})
+            result.rows += [{**_tags(point), **row} for row in run.records]
+        write_sweep(result)
+    return result
+
+
+def _tags(point: Point) -> dict[str, Any]:
+    return {"point": point.id, "point_label": point.label, **point.values}
+
+
+def write_sweep(result: SweepResult) -> None:
+    """sweep.json, sweep.csv and report.html in the sweep directory."""
+    out = result.output
+    out.mkdir(parents=True, exist_ok=True)
+    front = pareto_front(result.rows)
+    write_json_atomic(out / "sweep.json", {"axes": result.axes, "devices": result.devices, "rows": result.rows,
+                                           "pareto": [(r["point"], r["target"], r["precision"], r.get("device"))
+                                                      for r in front],
+                                           "cache": {"reused": result.reused, "computed": result.computed}})
+    columns = [*POINT_COLUMNS, *result.axes, *COLUMNS]
+    with open(out / "sweep.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(result.rows)
+    write_html(out / "report.html", result.rows, result.axes, front, result.devices)

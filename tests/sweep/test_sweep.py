@@ -1,0 +1,163 @@
+"""Sweeps: a grid over config keys runs every point through one shared cache (nothing twice, a re-run computes
+nothing), writes sweep.json/.csv and an HTML report that renders in a real browser, picks by budget and packs the
+bundle into an archive that verifies (and refuses tampering and unsafe members)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from edgeopt.cli import main as cli_main
+from edgeopt.core.archive import safe_extract
+from edgeopt.errors import ConfigError
+from edgeopt.sweep.pick import parse_pick, pick
+from edgeopt.sweep.run import run_sweep
+from edgeopt.sweep.spec import expand, read_sweep
+from helpers import write_config
+
+AXES = {"model.input_size": [256, 320], "quantize.method": ["minmax", "entropy"]}
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("sweep")
+    base = write_config(tmp, benchmark={"warmup": 1, "runs": 50, "threads": 1})
+    data = yaml.safe_load(base.read_text())
+    data["sweep"] = {"axes": AXES, "output": str(tmp / "out")}
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def swept(sweep_file):
+    section, base, source = read_sweep(sweep_file)
+    points = expand(section, base, source)
+    return points, run_sweep(points, list(section.axes), Path(section.output), Console(stderr=True))
+
+
+def test_the_grid_runs_every_point_and_shares_the_work(swept):
+    points, result = swept
+    assert len(points) == 4 and len({p.id for p in points}) == 4
+    rows = [r for r in result.rows if r["status"] != "reference"]
+    assert len(rows) == 8 and all(r["status"] == "passed" for r in rows), [r["reason"] for r in rows]
+    # 2 calibrations (one per size), 4 quantize plans, 2 fp32 exports (the method does not touch fp32), 4 int8
+    computed = {}
+    for stage in ("calibrate", "export"):
+        computed[stage] = len(list((result.output / "cache" / stage).iterdir()))
+    assert computed == {"calibrate": 2, "export": 6}
+    sizes = {r["model.input_size"] for r in rows}
+    assert sizes == {256, 320} and all(r["point_label"] for r in rows)
+
+
+def test_a_rerun_computes_nothing(swept, sweep_file):
+    points, _ = swept
+    section, _, _ = read_sweep(sweep_file)
+    again = run_sweep(points, list(section.axes), Path(section.output), Console(stderr=True))
+    assert again.computed == 0 and again.reused > 0
+
+
+def test_results_files_hold_every_row_and_a_front(swept):
+    _, result = swept
+    data = json.loads((result.output / "sweep.json").read_text())
+    assert len(data["rows"]) == len(result.rows) and data["pareto"]
+    header = (result.output / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["point", "point_label", "model.input_size", "quantize.method"]
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (scripts/setup.sh)")
+def test_the_html_report_renders_in_a_headless_browser(swept, tmp_path):
+    _, result = swept
+    page = result.output / "report.html"
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*cmd, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-rendered="yes"' in dom.stdout, dom.stderr[-2000:]
+    timed = [r for r in result.rows if r.get("latency_ms_median") is not None and r.get("map50_95") is not None]
+    assert dom.stdout.count('class="mark"') == len(timed)  # one mark per measured row
+    assert dom.stdout.count("<tr>") == len(result.rows) + 1  # header + every row
+    console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    assert not console_errors, console_errors
+    shot = tmp_path / "report.png"
+    subprocess.run([*cmd, f"--screenshot={shot}", "--window-size=1000,900", page.as_uri()], capture_output=True,
+                   timeout=120)
+    assert shot.stat().st_size > 10_000
+
+
+def test_pick_by_budget_packs_a_bundle_that_verifies(swept, tmp_path, capsys, monkeypatch):
+    _, result = swept
+    row, why = pick(result.rows, parse_pick("device=local, max_drop=5"))
+    fits = [r for r in result.rows if r["status"] == "passed"]
+    assert row["latency_ms_median"] == min(r["latency_ms_median"] for r in fits if r["map50_95"] >= max(
+        x["map50_95"] for x in result.rows if x["status"] == "reference") - 0.05)
+    assert "fastest of" in why
+    best, why = pick(result.rows, parse_pick("max_latency_ms=10000"))
+    assert best["map50_95"] == max(r["map50_95"] for r in fits) and "most accurate" in why
+    with pytest.raises(ConfigError, match="within 0.001 ms"):
+        pick(result.rows, parse_pick("max_latency_ms=0.001"))
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_pick("devise=local")
+    archive = tmp_path / "bundle.tar.gz"
+    monkeypatch.setattr(sys, "argv", ["edgeopt", "bundle", row["artifact"], "--out", str(archive)])
+    with pytest.raises(SystemExit) as code:
+        cli_main()
+    assert code.value.code in (0, None)
+    folder = safe_extract(archive, tmp_path / "x")
+    readme = (folder / "README.md").read_text()
+    assert "run.py" in readme and f"{row['latency_ms_median']:.2f} ms" in readme
+    assert json.loads((folder / "lineage.json").read_text())["rows"]
+    monkeypatch.setattr(sys, "argv", ["edgeopt", "verify", str(archive)])
+    with pytest.raises(SystemExit) as code:
+        cli_main()
+    assert code.value.code in (0, None)
+    _retar(archive, folder, tamper=True)
+    with pytest.raises(SystemExit) as code:
+        cli_main()
+    assert code.value.code == 1 and "differs from the manifest" in capsys.readouterr().err
+
+
+def _retar(archive: Path, folder: Path, tamper: bool) -> None:
+    manifest = json.loads((folder / "edgeopt.json").read_text())
+    (folder / manifest["model_files"][0]).write_bytes(b"tampered")
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+
+
+@pytest.mark.parametrize("member", ["../escape.txt", "/etc/evil", "link"])
+def test_unsafe_archive_members_are_refused(tmp_path, member):
+    archive = tmp_path / "bad.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(member if member != "link" else "b/link")
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ConfigError, match="refusing the member"):
+        safe_extract(archive, tmp_path / "dest")
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "dest" / "b" / "link").exists()
+
+
+def test_a_bad_axis_value_names_the_point(tmp_path):
+    base = write_config(tmp_path)
+    data = yaml.safe_load(base.read_text())
+    data["sweep"] = {"axes": {"benchmark.runs": [50, 3]}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    section, data, source = read_sweep(path)
+    with pytest.raises(ConfigError, match=r"sweep point \{'benchmark.runs': 3\}.*benchmark.runs"):
+        expand(section, data, source)
+    data2 = yaml.safe_load(base.read_text()) | {"sweep": {"axis": {}}}
+    path.write_text(yaml.safe_dump(data2))
+    with pytest.raises(ConfigError, match="axis") as info:
+        read_sweep(path)
+    assert "axes" in str(info.value.hint)
