@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "edgeopt.errors": 0, "edgeopt.bundle": 0, "edgeopt.core": 1,
     "edgeopt.config": 2, "edgeopt.data": 2, "edgeopt.devices": 2, "edgeopt.report": 2,
     "edgeopt.models": 3, "edgeopt.eval": 4, "edgeopt.targets": 4, "edgeopt.training": 5, "edgeopt.stages": 6,
-    "edgeopt.pipeline": 7, "edgeopt.sweep": 7, "edgeopt.cli": 8, "edgeopt.__main__": 8, "edgeopt": 8,
+    "edgeopt.pipeline": 7, "edgeopt.sweep": 8, "edgeopt.cli": 9, "edgeopt.__main__": 9, "edgeopt": 9,
 }
 TOP = max(LAYERS.values())  # the entry points (cli, __main__, the package) may import one another
 BUNDLE = "edgeopt.bundle"
