@@ -126,6 +126,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys, found {type(data).__name__}")
+    if "sweep" in data:
+        raise ConfigError(f"{path} is a sweep file (it has a 'sweep:' section)", hint=f"edgeopt sweep {path}")
     data = apply_overrides(data, overrides or [])
     try:
         return PipelineConfig.model_validate(data)

@@ -10,6 +10,14 @@ CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
+    if "sweep:" in path.read_text():  # a sweep file: every point of its grid is a valid config
+        from edgeopt.sweep.spec import expand, read_sweep
+
+        points = expand(*read_sweep(path))
+        assert len(points) > 1 and all(p.config.targets and p.config.stages for p in points)
+        with pytest.raises(ConfigError, match="is a sweep file"):
+            load_config(path)
+        return
     cfg = load_config(path)
     assert cfg.targets and cfg.stages
 
