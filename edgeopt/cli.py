@@ -269,6 +269,7 @@ def sweep_cmd(
                                                              'max_drop=1.0" or "max_latency_ms=20".')] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the points and stop.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every stage.")] = False,
+    executor: Annotated[str | None, typer.Option(help="local or ray (overrides sweep.executor).")] = None,
 ) -> None:
     """Run every point of a grid over config keys through one shared cache; write sweep.json/.csv, the HTML
     report with per-device Pareto fronts, and (with --pick or select:) the chosen bundle's archive."""
@@ -286,7 +287,14 @@ def sweep_cmd(
     if dry_run:
         return
     select = parse_pick(pick_) if pick_ else section.select
-    result = run_sweep(points, list(section.axes), output, err_console, use_cache=not no_cache)
+    executor = executor or section.executor
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"--executor must be local or ray, got {executor!r}")
+    if executor == "ray" and no_cache:
+        raise ConfigError("--no-cache cannot be combined with the ray executor (its tasks hand work over through "
+                          "the cache)", hint="delete the sweep's cache folder instead")
+    result = run_sweep(points, list(section.axes), output, err_console, use_cache=not no_cache,
+                       executor=executor, address=section.address)
     console.print(f"sweep: {output / 'sweep.json'}  report: {output / 'report.html'}  "
                   f"cache: {result.reused} reused, {result.computed} computed")
     if select is not None:

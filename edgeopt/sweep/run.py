@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from edgeopt.core.cache import Cache, write_json_atomic
+from edgeopt.core.cache import write_json_atomic
 from edgeopt.errors import EdgeoptError
 from edgeopt.pipeline import run_pipeline
 from edgeopt.report.results import COLUMNS, pareto_front
@@ -29,6 +29,7 @@ class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     reused: int = 0
     computed: int = 0
+    computed_entries: list[str] = field(default_factory=list)  # "stage/key" of each entry computed here
     devices: dict[str, Any] = field(default_factory=dict)
 
 
@@ -38,16 +39,24 @@ def finished_points(points: list[Point], output: Path) -> int:
 
 
 def run_sweep(points: list[Point], axes: list[str], output: Path, console: Console,
-              use_cache: bool = True) -> SweepResult:
-    """Every point in order; rows carry the point's id, label and axis values."""
+              use_cache: bool = True, executor: str = "local", address: str | None = None) -> SweepResult:
+    """Every point in order; rows carry the point's id, label and axis values. With ``executor="ray"`` each
+    point's work up to the benchmark runs first as Ray tasks across the cluster's CPUs (into the shared cache);
+    the points then finish here one after another, so benchmarks never overlap on a device."""
     result = SweepResult(output, axes)
     cache_dir = output / "cache"
-    Cache(cache_dir)  # the shared cache's folder
+    failed: dict[str, str] = {}
+    if executor == "ray":
+        from edgeopt.sweep.ray_executor import prepare_on_ray
+
+        failed = prepare_on_ray(points, output, cache_dir, address, use_cache)
     for i, point in enumerate(points, 1):
         console.print(f"[bold]sweep point {i}/{len(points)}[/]: {point.label}")
         config = point.config.model_copy(update={"output": str(output / "points" / point.id)})
         try:
-            run = run_pipeline(config, use_cache=use_cache, console=console, cache_dir=cache_dir)
+            if point.id in failed:
+                raise EdgeoptError(failed[point.id])
+            run = run_pipeline(config, use_cache=use_cache or executor == "ray", console=console, cache_dir=cache_dir)
         except EdgeoptError as exc:  # this point only: the sweep goes on
             console.print(f"[bold red]point failed:[/] {exc.message}")
             result.rows.append({**_tags(point), "target": "-", "precision": "-", "status": "failed",
@@ -55,6 +64,7 @@ def run_sweep(points: list[Point], axes: list[str], output: Path, console: Conso
         else:
             result.reused += len(run.cache_hits)
             result.computed += len(run.cache_misses)
+            result.computed_entries += run.cache_misses
             result.devices.update(run.run_info.get("devices") or {})
             result.rows += [{**_tags(point), **row} for row in run.records]
         write_sweep(result)

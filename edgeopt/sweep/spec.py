@@ -7,7 +7,7 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -39,6 +39,9 @@ class SweepSection(BaseModel):
     axes: dict[str, list[Any]] = Field(description="Config key (dotted) -> the values it takes")
     output: str = Field("runs/sweep", description="Sweep directory: points/, cache/, sweep.json, report.html")
     select: Pick | None = Field(None, description="Pick a point by budget and write its bundle archive")
+    executor: Literal["local", "ray"] = Field("local", description="local: one point after another; ray: the "
+                                                                   "points' work as Ray tasks, benchmarks in turn")
+    address: str | None = Field(None, description="Ray cluster address (default: a local Ray on this machine)")
 
     @field_validator("axes")
     @classmethod

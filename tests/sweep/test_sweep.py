@@ -59,6 +59,24 @@ def test_the_grid_runs_every_point_and_shares_the_work(swept):
     assert sizes == {256, 320} and all(r["point_label"] for r in rows)
 
 
+def test_ray_tasks_give_the_local_executors_figures(swept, sweep_file, tmp_path):
+    pytest.importorskip("ray", reason="needs the ray extra")
+    points, local = swept
+    section, _, _ = read_sweep(sweep_file)
+    some = points[:2]  # two input sizes, prepared in parallel on a local Ray (2 CPUs, loopback only)
+    on_ray = run_sweep(some, list(section.axes), tmp_path / "ray", Console(stderr=True), executor="ray")
+    figures = {(r["point"], r["target"], r["precision"]): r for r in local.rows if r["point"] in {p.id for p in some}}
+    assert len(on_ray.rows) == len(figures) and (tmp_path / "ray" / "prepared").is_dir()
+    for row in on_ray.rows:
+        twin = figures[(row["point"], row["target"], row["precision"])]
+        assert row["status"] == twin["status"] and row["map50_95"] == twin["map50_95"], (row, twin)
+        assert row["latency_ms_median"] > 0 and row["cache_key" if "cache_key" in row else "target"] == \
+            twin["cache_key" if "cache_key" in twin else "target"]
+    # the driver only benchmarked: everything before came from the Ray tasks through the cache
+    stages = {e.split("/")[0] for e in on_ray.computed_entries}
+    assert stages == {"benchmark", "float-map"}, stages  # float-map: the reference's mAP, part of benchmarking
+
+
 def test_a_rerun_computes_nothing(swept, sweep_file):
     points, _ = swept
     section, _, _ = read_sweep(sweep_file)
