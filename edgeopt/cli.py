@@ -293,8 +293,15 @@ def sweep_cmd(
     if executor == "ray" and no_cache:
         raise ConfigError("--no-cache cannot be combined with the ray executor (its tasks hand work over through "
                           "the cache)", hint="delete the sweep's cache folder instead")
-    result = run_sweep(points, list(section.axes), output, err_console, use_cache=not no_cache,
-                       executor=executor, address=section.address)
+    if section.search.method != "grid":
+        if executor == "ray":
+            raise ConfigError("a random or TPE search runs its trials one after another", hint="use executor: local")
+        from edgeopt.sweep.search import run_search
+
+        result = run_search(points, section, output, err_console, use_cache=not no_cache)
+    else:
+        result = run_sweep(points, list(section.axes), output, err_console, use_cache=not no_cache,
+                           executor=executor, address=section.address)
     console.print(f"sweep: {output / 'sweep.json'}  report: {output / 'report.html'}  "
                   f"cache: {result.reused} reused, {result.computed} computed")
     if select is not None:

@@ -52,23 +52,31 @@ def run_sweep(points: list[Point], axes: list[str], output: Path, console: Conso
         failed = prepare_on_ray(points, output, cache_dir, address, use_cache)
     for i, point in enumerate(points, 1):
         console.print(f"[bold]sweep point {i}/{len(points)}[/]: {point.label}")
-        config = point.config.model_copy(update={"output": str(output / "points" / point.id)})
-        try:
-            if point.id in failed:
-                raise EdgeoptError(failed[point.id])
-            run = run_pipeline(config, use_cache=use_cache or executor == "ray", console=console, cache_dir=cache_dir)
-        except EdgeoptError as exc:  # this point only: the sweep goes on
-            console.print(f"[bold red]point failed:[/] {exc.message}")
-            result.rows.append({**_tags(point), "target": "-", "precision": "-", "status": "failed",
-                                "reason": exc.message})
-        else:
-            result.reused += len(run.cache_hits)
-            result.computed += len(run.cache_misses)
-            result.computed_entries += run.cache_misses
-            result.devices.update(run.run_info.get("devices") or {})
-            result.rows += [{**_tags(point), **row} for row in run.records]
-        write_sweep(result)
+        run_point(point, result, console, use_cache or executor == "ray", failed.get(point.id))
     return result
+
+
+def run_point(point: Point, result: SweepResult, console: Console, use_cache: bool,
+              failed: str | None = None) -> list[dict[str, Any]]:
+    """Run one point into ``result`` (a failure is a failed row, never an exception) and rewrite the sweep's
+    files; the point's rows."""
+    config = point.config.model_copy(update={"output": str(result.output / "points" / point.id)})
+    try:
+        if failed:
+            raise EdgeoptError(failed)
+        run = run_pipeline(config, use_cache=use_cache, console=console, cache_dir=result.output / "cache")
+    except EdgeoptError as exc:  # this point only: the sweep goes on
+        console.print(f"[bold red]point failed:[/] {exc.message}")
+        rows = [{**_tags(point), "target": "-", "precision": "-", "status": "failed", "reason": exc.message}]
+    else:
+        result.reused += len(run.cache_hits)
+        result.computed += len(run.cache_misses)
+        result.computed_entries += run.cache_misses
+        result.devices.update(run.run_info.get("devices") or {})
+        rows = [{**_tags(point), **row} for row in run.records]
+    result.rows += rows
+    write_sweep(result)
+    return rows
 
 
 def _tags(point: Point) -> dict[str, Any]:

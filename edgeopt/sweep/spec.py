@@ -29,6 +29,18 @@ class Pick(BaseModel):
     max_latency_ms: float | None = Field(None, gt=0)
 
 
+class Search(BaseModel):
+    """How points are chosen: every one (grid), or a budgeted random / TPE search (Optuna) that optimizes the
+    ``select`` budget's objective: the fastest row within ``max_drop``, or the most accurate within
+    ``max_latency_ms``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["grid", "random", "tpe"] = "grid"
+    trials: int = Field(8, ge=1, description="Points a random or TPE search runs (repeats are not re-run)")
+    seed: int = 0
+
+
 class SweepSection(BaseModel):
     """The ``sweep:`` section."""
 
@@ -42,6 +54,7 @@ class SweepSection(BaseModel):
     executor: Literal["local", "ray"] = Field("local", description="local: one point after another; ray: the "
                                                                    "points' work as Ray tasks, benchmarks in turn")
     address: str | None = Field(None, description="Ray cluster address (default: a local Ray on this machine)")
+    search: Search = Field(default_factory=Search)
 
     @field_validator("axes")
     @classmethod

@@ -77,6 +77,38 @@ def test_ray_tasks_give_the_local_executors_figures(swept, sweep_file, tmp_path)
     assert stages == {"benchmark", "float-map"}, stages  # float-map: the reference's mAP, part of benchmarking
 
 
+@pytest.mark.parametrize("method", ["random", "tpe"])
+def test_a_budgeted_search_runs_points_of_the_grid_through_the_cache(swept, sweep_file, method):
+    pytest.importorskip("optuna", reason="needs the search extra")
+    from edgeopt.sweep.search import run_search, score
+    from edgeopt.sweep.spec import Pick, Search
+
+    points, grid = swept
+    section, _, _ = read_sweep(sweep_file)
+    section = section.model_copy(update={"search": Search(method=method, trials=5, seed=1),
+                                         "select": Pick(device="local", max_drop=5.0)})
+    found = run_search(points, section, Path(section.output), Console(stderr=True))
+    ran = {r["point"] for r in found.rows}
+    assert 1 <= len(ran) <= 4 and ran <= {p.id for p in points}
+    assert found.computed == 0  # every point it chose was already in the shared cache
+    refs = [r for r in grid.rows if r["status"] == "reference"]
+    best = min(score([r for r in grid.rows if r["point"] == p], refs, section.select) for p in ran)
+    chosen, _ = pick(found.rows, section.select)
+    assert chosen["latency_ms_median"] == best
+
+
+def test_a_search_needs_a_budget(swept, sweep_file):
+    pytest.importorskip("optuna", reason="needs the search extra")
+    from edgeopt.sweep.search import run_search
+    from edgeopt.sweep.spec import Search
+
+    points, _ = swept
+    section, _, _ = read_sweep(sweep_file)
+    with pytest.raises(ConfigError, match="optimizes the select: budget"):
+        run_search(points, section.model_copy(update={"search": Search(method="tpe")}), Path(section.output),
+                   Console(stderr=True))
+
+
 def test_a_rerun_computes_nothing(swept, sweep_file):
     points, _ = swept
     section, _, _ = read_sweep(sweep_file)
