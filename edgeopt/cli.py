@@ -305,7 +305,10 @@ def sweep_cmd(
     console.print(f"sweep: {output / 'sweep.json'}  report: {output / 'report.html'}  "
                   f"cache: {result.reused} reused, {result.computed} computed")
     if select is not None:
+        from edgeopt.sweep.run import write_sweep
+
         row, why = pick(result.rows, select)
+        write_sweep(result, (row, why))  # the report says what to ship
         archive = write_bundle_archive(Path(row["artifact"]), output / f"picked-{row['target']}-{row['precision']}-"
                                                                           f"{row['point']}.tar.gz", why)
         console.print(f"picked {row['target']} {row['precision']} at {escape(row['point_label'])} on "

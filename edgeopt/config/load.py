@@ -43,7 +43,7 @@ def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
     return list(dict.fromkeys(f for m in current for f in m.model_fields)) if len(current) == 1 else []
 
 
-def _explain(exc: ValidationError, source: str) -> ConfigError:
+def explain_errors(exc: ValidationError, source: str) -> ConfigError:
     """Turn pydantic's errors into one ConfigError that names each key and suggests a fix."""
     lines, hint = [], None
     for err in exc.errors():
@@ -132,7 +132,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise _explain(exc, str(path)) from None
+        raise explain_errors(exc, str(path)) from None
 
 
 def json_schema() -> dict:

@@ -38,8 +38,10 @@ function plot(device) {
   const front = data.pareto.filter(f => f[3] === device).map(f => pts.find(r => r.point === f[0] && r.target === f[1] && r.precision === f[2])).filter(r => r);
   front.sort((a, b) => a.latency_ms_median - b.latency_ms_median);
   if (front.length > 1) add('polyline', {points: front.map(r => `${sx(r.latency_ms_median)},${sy(r.map50_95)}`).join(' '), fill: 'none', stroke: '#888', 'stroke-dasharray': '4 3'});
-  const tip = document.getElementById('tip');
+  const tip = document.getElementById('tip'), pk = data.picked && data.picked.key;
   for (const r of pts) {
+    if (pk && r.point === pk[0] && r.target === pk[1] && r.precision === pk[2] && r.device === pk[3])
+      add('circle', {cx: sx(r.latency_ms_median), cy: sy(r.map50_95), r: 13, fill: 'none', stroke: '#2ca02c', 'stroke-width': 3, class: 'picked'});
     const ok = r.status === 'passed' || r.status === 'reference';
     const c = add('circle', {cx: sx(r.latency_ms_median), cy: sy(r.map50_95), r: 6, class: 'mark', fill: ok ? '#1f77b4' : '#d62728', 'fill-opacity': 0.8});
     const text = `${r.target} ${r.precision} (${r.status})\n${r.point_label}\n${fmt(r.latency_ms_median)} ms, mAP50-95 ${fmt(r.map50_95)}`;
@@ -59,7 +61,13 @@ for (const d of devices) {
   const info = data.devices[d]; if (info) { const pre = document.createElement('pre'); pre.textContent = JSON.stringify(info, null, 1); div.appendChild(pre); }
   plots.appendChild(div);
 }
-if (devices.length) show(devices[0]);
+if (data.picked) {
+  const r = data.rows.find(x => x.point === data.picked.key[0] && x.target === data.picked.key[1] && x.precision === data.picked.key[2] && x.device === data.picked.key[3]);
+  const box = document.getElementById('ship');
+  box.className = 'ship';
+  box.textContent = `Ship: ${r.target} ${r.precision} at ${r.point_label} on ${r.device} (ringed in green). ${data.picked.why}`;
+}
+if (devices.length) show(data.picked ? data.picked.key[3] : devices[0]);
 const table = document.getElementById('rows'), cols = data.columns;
 const head = table.createTHead().insertRow(), body = table.createTBody();
 let sortKey = null, asc = true;
@@ -77,19 +85,24 @@ document.body.dataset.rendered = 'yes';
 STYLE = """body{font-family:sans-serif;margin:20px}button{margin-right:4px;padding:4px 10px}button.active{font-weight:bold}
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}th{cursor:pointer;background:#eee}
 #tip{position:absolute;display:none;background:#ffd;border:1px solid #999;padding:4px;white-space:pre;font-size:12px}
+.ship{background:#e8f5e9;border:2px solid #2ca02c;padding:10px;font-size:16px;margin-bottom:12px;max-width:900px}
 pre{font-size:11px;background:#f6f6f6;padding:6px;max-width:900px;overflow:auto}"""
 
 
 def write_html(path: Path, rows: list[dict[str, Any]], axes: list[str], front: list[dict[str, Any]],
-               devices: dict[str, Any]) -> None:
-    """Write the report; every row of the sweep is one mark in its device's plot (when it has both figures)."""
+               devices: dict[str, Any], picked: tuple[dict[str, Any], str] | None = None) -> None:
+    """Write the report; every row of the sweep is one mark in its device's plot (when it has both figures);
+    ``picked`` (the row to ship and why) is said at the top and ringed in its plot."""
     columns = ["point_label", *axes, *[k for k in KEEP if k not in ("point", "point_label")]]
     data = {"rows": [{k: r.get(k) for k in {*KEEP, *axes}} for r in rows], "columns": columns,
             "pareto": [(r["point"], r["target"], r["precision"], r.get("device")) for r in front],
-            "devices": devices}
+            "devices": devices,
+            "picked": None if picked is None else {"key": [picked[0]["point"], picked[0]["target"],
+                                                           picked[0]["precision"], picked[0].get("device")],
+                                                   "why": picked[1]}}
     blob = json.dumps(data, default=str).replace("</", "<\\/")  # no early end of the script element
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>edgeopt sweep</title><style>{STYLE}</style>"
-            f"</head><body><h1>edgeopt sweep: {html.escape(', '.join(axes))}</h1><div id='tabs'></div>"
+            f"</head><body><h1>edgeopt sweep: {html.escape(', '.join(axes))}</h1><div id='ship'></div><div id='tabs'></div>"
             f"<div id='plots'></div><div id='tip'></div><h2>All rows</h2><table id='rows'></table>"
             f"<script type='application/json' id='sweep-data'>{blob}</script><script>{SCRIPT}</script></body></html>")
     tmp = path.with_suffix(".html.tmp")

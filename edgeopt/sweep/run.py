@@ -83,18 +83,22 @@ def _tags(point: Point) -> dict[str, Any]:
     return {"point": point.id, "point_label": point.label, **point.values}
 
 
-def write_sweep(result: SweepResult) -> None:
-    """sweep.json, sweep.csv and report.html in the sweep directory."""
+def write_sweep(result: SweepResult, picked: tuple[dict[str, Any], str] | None = None) -> None:
+    """sweep.json, sweep.csv and report.html in the sweep directory (``picked``: the row to ship and why)."""
     out = result.output
     out.mkdir(parents=True, exist_ok=True)
     front = pareto_front(result.rows)
     write_json_atomic(out / "sweep.json", {"axes": result.axes, "devices": result.devices, "rows": result.rows,
                                            "pareto": [(r["point"], r["target"], r["precision"], r.get("device"))
                                                       for r in front],
-                                           "cache": {"reused": result.reused, "computed": result.computed}})
+                                           "cache": {"reused": result.reused, "computed": result.computed},
+                                           "picked": None if picked is None else {
+                                               "point": picked[0]["point"], "target": picked[0]["target"],
+                                               "precision": picked[0]["precision"],
+                                               "device": picked[0].get("device"), "why": picked[1]}})
     columns = [*POINT_COLUMNS, *result.axes, *COLUMNS]
     with open(out / "sweep.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(result.rows)
-    write_html(out / "report.html", result.rows, result.axes, front, result.devices)
+    write_html(out / "report.html", result.rows, result.axes, front, result.devices, picked)

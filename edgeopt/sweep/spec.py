@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgeopt.config.load import apply_overrides, load_config
+from edgeopt.config.load import apply_overrides, explain_errors, load_config
 from edgeopt.config.schema import PipelineConfig
 from edgeopt.core.cache import stable_hash
 from edgeopt.errors import ConfigError, did_you_mean
@@ -118,11 +118,9 @@ def expand(section: SweepSection, base: dict[str, Any], source: Path) -> list[Po
         _drop_noop_prune(data)
         try:
             config = PipelineConfig.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            key = ".".join(str(p) for p in err["loc"])
-            raise ConfigError(f"sweep point {values} of {source}: '{key}': {err['msg']}",
-                              hint="check the axis values against `edgeopt schema`") from None
+        except ValidationError as exc:  # named as for a config file (key, value, did-you-mean), with the point
+            err = explain_errors(exc, str(source))
+            raise ConfigError(f"sweep point {values}: {err.message}", hint=err.hint) from None
         points.append(Point(stable_hash(values, length=10), values, config))
     return points
 

@@ -133,6 +133,7 @@ def test_the_html_report_renders_in_a_headless_browser(swept, tmp_path):
     assert 'data-rendered="yes"' in dom.stdout, dom.stderr[-2000:]
     timed = [r for r in result.rows if r.get("latency_ms_median") is not None and r.get("map50_95") is not None]
     assert dom.stdout.count('class="mark"') == len(timed)  # one mark per measured row
+    assert 'class="picked"' not in dom.stdout  # nothing picked yet: no ring
     assert dom.stdout.count("<tr>") == len(result.rows) + 1  # header + every row
     console_errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
     assert not console_errors, console_errors
@@ -211,3 +212,97 @@ def test_a_bad_axis_value_names_the_point(tmp_path):
     with pytest.raises(ConfigError, match="axis") as info:
         read_sweep(path)
     assert "axes" in str(info.value.hint)
+
+
+def test_an_unknown_axis_key_is_named_with_a_suggestion(tmp_path):
+    base = write_config(tmp_path)
+    data = yaml.safe_load(base.read_text()) | {"sweep": {"axes": {"quantize.methd": ["minmax"]}}}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="unknown key 'quantize.methd'") as info:
+        expand(*read_sweep(path))
+    assert "method" in str(info.value.hint)
+
+
+def _hand_row(point, device, latency, map_, status="passed", **extra):
+    return {"point": point, "point_label": point, "target": "t", "precision": point, "device": device,
+            "status": status, "latency_ms_median": latency, "map50_95": map_, **extra}
+
+
+def test_pareto_fronts_are_per_device_and_skip_emulated_and_throttled_rows():
+    from edgeopt.report.results import pareto_front
+
+    rows = [_hand_row("a", "pi", 10, 0.50), _hand_row("b", "pi", 20, 0.60), _hand_row("c", "pi", 25, 0.55),
+            _hand_row("d", "pi", 5, 0.70, status="failed"), _hand_row("e", "pc", 30, 0.40),
+            _hand_row("f", "emu", 1, 0.90, emulated=True), _hand_row("g", "pi", 4, 0.9, throttled=True)]
+    front = {(r["point"], r["device"]) for r in pareto_front(rows)}
+    # c is beaten by b on pi; e is on another device (not compared with pi's); d failed; f emulated; g throttled
+    assert front == {("a", "pi"), ("b", "pi"), ("e", "pc")}
+
+
+def test_pick_rules_on_hand_made_rows():
+    rows = [_hand_row("ref", "pi", 50, 0.60, status="reference"), _hand_row("fast", "pi", 5, 0.585),
+            _hand_row("faster", "pi", 4, 0.57), _hand_row("other", "pc", 1, 0.60), _hand_row("bad", "pi", 1, 0.6,
+                                                                                          status="failed")]
+    row, why = pick(rows, parse_pick("device=pi, max_drop=2"))
+    assert row["point"] == "fast" and "1.50 pt" in why  # faster loses 3 pt; other is another device; bad failed
+    row, _ = pick(rows, parse_pick("device=pi, max_latency_ms=4.5"))
+    assert row["point"] == "faster"
+    emulated = [{**r, "emulated": True} for r in rows]
+    with pytest.raises(ConfigError, match="emulated"):
+        pick(emulated, parse_pick("device=pi, max_drop=2"))
+
+
+def test_a_failing_point_is_a_failed_row_and_the_sweep_goes_on(sweep_file, tmp_path):
+    section, base, source = read_sweep(sweep_file)
+    section = section.model_copy(update={"axes": {"data.validation.path": ["synthetic", str(tmp_path / "nowhere")]}})
+    points = expand(section, base, source)
+    result = run_sweep(points, list(section.axes), tmp_path / "out", Console(stderr=True))
+    failed = [r for r in result.rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["point"] == points[1].id and "nowhere" in failed[0]["reason"]
+    assert any(r["status"] == "passed" and r["point"] == points[0].id for r in result.rows)
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"] == json.loads(json.dumps(result.rows))
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(swept, sweep_file, tmp_path, monkeypatch):
+    import edgeopt.sweep.run as sweep_run
+
+    points, _ = swept
+    section, _, _ = read_sweep(sweep_file)
+    output = Path(section.output)  # the finished sweep's cache: copy it, then lose the last two points' work
+    shutil.copytree(output / "cache", tmp_path / "out" / "cache")
+    original = sweep_run.run_pipeline
+    calls = []
+
+    def killed_on_the_third(config, **kwargs):
+        calls.append(config.output)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(config, **kwargs)
+
+    monkeypatch.setattr(sweep_run, "run_pipeline", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(points, list(section.axes), tmp_path / "out", Console(stderr=True))
+    done = json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"]
+    assert {r["point"] for r in done} == {points[0].id, points[1].id}  # what finished is on disk
+    monkeypatch.setattr(sweep_run, "run_pipeline", original)
+    resumed = run_sweep(points, list(section.axes), tmp_path / "out", Console(stderr=True))
+    assert resumed.computed == 0 and len({r["point"] for r in resumed.rows}) == 4
+
+
+def test_the_pick_is_said_and_ringed_in_the_report(swept, sweep_file, tmp_path, monkeypatch, capsys):
+    section, _, _ = read_sweep(sweep_file)
+    monkeypatch.setattr(sys, "argv", ["edgeopt", "sweep", str(sweep_file), "--pick", "device=local, max_drop=5"])
+    with pytest.raises(SystemExit) as code:
+        cli_main()
+    assert code.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "picked" in out and "cache: " in out and "0 computed" in out
+    data = json.loads((Path(section.output) / "sweep.json").read_text())
+    assert data["picked"]["why"].startswith("fastest of")
+    assert list(Path(section.output).glob("picked-*.tar.gz"))
+    if shutil.which("chromium"):
+        page = (Path(section.output) / "report.html").as_uri()
+        dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page],
+                             capture_output=True, text=True, timeout=120).stdout
+        assert 'class="picked"' in dom and "Ship: " in dom
