@@ -178,6 +178,15 @@ def _export_drop(ctx: RunContext, bench: dict[str, Any] | None) -> float | None:
     return None if exported is None else exported - bench["map50_95"]
 
 
+def _device_disagrees(ctx: RunContext, bench: dict[str, Any] | None, precision: str, device: Device) -> str | None:
+    """Why the device's detections do not match this machine's within the precision's box agreement, or None."""
+    agreement = (bench or {}).get("device_box_agreement")
+    least = ctx.config.parity.min_box_agreement[precision]
+    if agreement is None or agreement >= least:
+        return None
+    return f"detections on {device.name} agree with this machine's on {agreement:.3f} < {least} (parity.min_box_agreement)"
+
+
 def _bundle_rows(ctx: RunContext, bundle: Bundle) -> list[dict[str, Any]]:
     """A bundle's rows, one per device and thread count; it ships only if every row passed the gate, and a
     bundle that failed anywhere is withdrawn (the same files would run on every device)."""
@@ -224,7 +233,7 @@ def _bundle_row(ctx: RunContext, bundle: Bundle, device: Device, threads: int) -
         if ctx.reference and ctx.reference.get("map50_95") is not None and bench.get("map50_95") is not None:
             row["map50_95_drop"] = ctx.reference["map50_95"] - bench["map50_95"]
     over_budget = map_drop_problem(_export_drop(ctx, bench), bundle.precision, ctx.config.parity.max_map_drop)
-    over_budget = over_budget or search_problem(manifest)
+    over_budget = over_budget or search_problem(manifest) or _device_disagrees(ctx, bench, bundle.precision, device)
     if over_budget and row["status"] == "passed":
         row.update(status="failed", reason=over_budget)
     row["session_options"] = bundle.target.session_options(threads, manifest.to_dict())

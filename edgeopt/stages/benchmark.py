@@ -27,7 +27,8 @@ from edgeopt.data.dataset import DetectionDataset
 from edgeopt.devices import device_identity
 from edgeopt.errors import DataError, DeviceError
 from edgeopt.eval.coco_map import coco_map
-from edgeopt.eval.predict import validation_map
+from edgeopt.eval.parity import box_agreement
+from edgeopt.eval.predict import eval_decoder, predict, validation_map
 from edgeopt.models.detector import Detector
 from edgeopt.stages.context import Bundle
 from edgeopt.stages.accuracy import float_map
@@ -66,6 +67,18 @@ def host_map(bundle: Bundle, cfg: BenchmarkConfig, validation: DetectionDataset,
     return record
 
 
+def agreement_with_host(bundle: Bundle, validation: DetectionDataset, found: list[Detections]) -> float:
+    """Share of the detections (score >= 0.25, a 0.05 margin) the device's run of ``bundle`` and this machine's
+    agree on over ``validation``: the device's kernels judged against the x86 ones, as parity judges artifacts."""
+    manifest = bundle.manifest
+    session = bundle.target.open(bundle.path, manifest.to_dict(), 1)
+    decoder = eval_decoder(DecoderConfig(**manifest.output["decoder"]))
+    here = predict(lambda x: session(x)[0], validation, manifest.input["size"], decoder)
+    pairs = [box_agreement(h, d, 0.25, 0.05) for h, d in zip(here, found)]
+    counted = sum(c for _, c in pairs)
+    return sum(m for m, _ in pairs) / counted if counted else 1.0
+
+
 def bench_artifact(bundle: Bundle, device: Device, threads: int, cfg: BenchmarkConfig,
                    validation: DetectionDataset | None, out_dir: Path) -> dict[str, Any]:
     """Latency/RSS via the bundle's own ``run.py`` on ``device`` after its checksums were verified there; with
@@ -82,7 +95,8 @@ def bench_artifact(bundle: Bundle, device: Device, threads: int, cfg: BenchmarkC
         detections = [Detections(np.asarray(r["boxes"], np.float32).reshape(-1, 4), np.asarray(r["scores"], np.float32),
                                  np.asarray(r["classes"], np.int64)) for r in found]
         metrics = coco_map(validation, detections)
-        record.update(device_map50_95=metrics["map50_95"], device_map50=metrics["map50"])
+        record.update(device_map50_95=metrics["map50_95"], device_map50=metrics["map50"],
+                      device_box_agreement=agreement_with_host(bundle, validation, detections))
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
     return record
 

@@ -91,6 +91,7 @@ def test_a_run_on_the_board_gives_its_own_rows_with_map_measured_there(device_ru
         assert there["latency_ms_median"] > 0 and there["peak_rss_mb"] > 0 and there["emulated"] is False
         # the same CPU and runtime on both ends: detections made over SSH score exactly as those made here
         assert there["device_map50_95"] == pytest.approx(here["map50_95"], abs=1e-9)
+        assert there["device_box_agreement"] == 1.0  # every detection matched this machine's
         assert there["host_map50_95"] == here["map50_95"] and there["artifact"] == here["artifact"]
     assert device_run.run_info["devices"]["board"]["kind"] == "ssh"
 
