@@ -43,7 +43,7 @@ def ctx(tmp_path):
 def keys(ctx) -> dict[str, str]:
     """The calibrate key, the reference row's, one bundle's mAP and its timing keys (new stages: code is read
     once per stage instance)."""
-    bundle = SimpleNamespace(path=Path("cache/export/0123456789abcdef"))
+    bundle = SimpleNamespace(path=Path("cache/export/0123456789abcdef"), target=SimpleNamespace(name="onnxruntime"))
     return {"calibrate": CalibrateStage().key(ctx, None), "reference": BenchmarkStage().key(ctx, None),
             "accuracy": BenchmarkStage().key(ctx, Accuracy(bundle)),
             "artifact": BenchmarkStage().key(ctx, Timing(bundle, ctx.devices[0], 1))}
