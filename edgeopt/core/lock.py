@@ -32,13 +32,12 @@ def _holder(path: Path) -> int | None:
         return None
 
 
-def _being_written(path: Path) -> bool:
-    """True for an empty lock made moments ago: its creator has not written its pid yet (only where the
-    filesystem has no hard links, see ``_create``). One left empty by a crash is stale after the grace."""
+def _age(path: Path) -> float | None:
+    """Seconds since the lock was made, None when it is gone (released meanwhile)."""
     try:
-        return time.time() - path.stat().st_mtime < WRITING_GRACE_S
+        return time.time() - path.stat().st_mtime
     except OSError:
-        return False  # gone: released meanwhile
+        return None
 
 
 def _create(path: Path) -> bool:
@@ -59,7 +58,7 @@ def _create(path: Path) -> bool:
 
 
 def _create_exclusive(path: Path, pid: str) -> bool:
-    """Create then write: the lock is empty for a moment, which readers allow for (``_being_written``)."""
+    """Create then write: the lock is empty for a moment, which readers allow for (``_age``)."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -73,17 +72,21 @@ def _create_exclusive(path: Path, pid: str) -> bool:
 def run_lock(directory: Path) -> Iterator[None]:
     """Hold ``directory``'s lock for the block; a lock left by a dead process is taken over."""
     path = Path(directory) / LOCK
-    for _ in range(2):
+    for _ in range(5):
         if _create(path):
             break
         holder = _holder(path)
         if holder is not None and holder != os.getpid() and pid_alive(holder):
             raise ConfigError(f"the run directory {directory} is in use by process {holder}",
                               hint="wait for that run to finish, or choose another --out")
-        if holder is None and _being_written(path):
-            raise ConfigError(f"the run directory {directory} is being locked by another process",
-                              hint="wait for that run to finish, or choose another --out")
-        path.unlink(missing_ok=True)  # stale: its process is gone
+        if holder is None:
+            age = _age(path)
+            if age is None:  # released meanwhile: try again (deleting now could delete a new holder's lock)
+                continue
+            if age < WRITING_GRACE_S:  # empty and new: its creator has not written its pid yet (no hard links)
+                raise ConfigError(f"the run directory {directory} is being locked by another process",
+                                  hint="wait for that run to finish, or choose another --out")
+        path.unlink(missing_ok=True)  # stale: its process is gone, or empty for longer than the grace
     else:
         raise ConfigError(f"cannot lock the run directory {directory}")
     try:
