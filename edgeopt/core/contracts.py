@@ -184,7 +184,7 @@ class Device(ABC):
 
     @abstractmethod
     def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
-        """Run the bundle's own benchmark (``run.py --bench``) on the device; its JSON figures."""
+        """Run the pushed bundle's own benchmark (``run.py --bench``) on the device; its JSON figures."""
 
     @abstractmethod
     def run(self, command: list[str], timeout: float = 1800) -> str:

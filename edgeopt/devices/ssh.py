@@ -184,12 +184,15 @@ class SshDevice(Device):
         if extra:
             self.agent("remove", remote_dir, json.dumps(extra), what="removing files not in the bundle")
 
+    def bundle_dir(self, bundle: Path) -> str:
+        """Where ``bundle`` lives on the device: ``<work_dir>/bundles/<cache key>``."""
+        return self.remote_path("bundles", Path(bundle).name)
+
     def push(self, bundle: Path) -> str:
-        """Copy the bundle to ``<work_dir>/bundles/<cache key>`` (only files whose sha256 differs there)."""
+        """Copy the bundle to :meth:`bundle_dir` (only files whose sha256 differs there)."""
         bundle = Path(bundle)
-        files = {str(p.relative_to(bundle)): p for p in sorted(bundle.rglob("*"))
-                 if p.is_file() and "__pycache__" not in p.parts}
-        remote = self.remote_path("bundles", bundle.name)
+        files = _bundle_files(bundle)
+        remote = self.bundle_dir(bundle)
         there = self.push_files(files, remote, f"bundle {bundle.name}")
         self._remove_extras(remote, set(files), there)  # e.g. a module planted beside run.py would be imported
         return remote
@@ -198,15 +201,16 @@ class SshDevice(Device):
         """Files of the pushed bundle whose sha256 on the device differs from its manifest here (the manifest
         itself included): computed on the device, so a file changed there is refused before it runs."""
         bundle = Path(bundle)
-        there = self.agent("hashes", self.remote_path("bundles", bundle.name), what=f"checksums of {bundle.name}")
+        there = self.agent("hashes", self.bundle_dir(bundle), what=f"checksums of {bundle.name}")
         expected = {**read_manifest(bundle).files, MANIFEST: file_sha256(bundle / MANIFEST)}
-        shipped = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+        shipped = set(_bundle_files(bundle))
         changed = [name for name, digest in expected.items() if there.get(name) != digest]
         return changed + [f"{name} (not in the bundle)" for name in sorted(set(there) - shipped - set(expected))]
 
     def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
-        """``run.py --bench`` on the device, with temperature and throttling read before and after."""
-        remote = self.push(bundle)
+        """``run.py --bench`` on the pushed (and verified) bundle, with temperature and throttling read before and
+        after. It does not push again: what runs is what was verified."""
+        remote = self.bundle_dir(bundle)
         args = ["--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs)]
         figures = self.agent("bench", remote, json.dumps(args), what=f"benchmark of {Path(bundle).name}")
         before, after = figures.get("throttled_before"), figures.get("throttled_after")
@@ -218,9 +222,9 @@ class SshDevice(Device):
         return figures
 
     def detect(self, bundle: Path, images: list[Path], dataset_key: str, threads: int) -> list[dict[str, Any]]:
-        """Detections at mAP settings for ``images`` by the bundle on the device (images pushed once, kept under
-        ``<work_dir>/data/<dataset_key>``); one record per image, in order."""
-        remote = self.push(bundle)
+        """Detections at mAP settings for ``images`` by the pushed bundle on the device (images pushed once, kept
+        under ``<work_dir>/data/<dataset_key>``); one record per image, in order."""
+        remote = self.bundle_dir(bundle)
         names = {f"{i:06d}{Path(p).suffix.lower()}": Path(p) for i, p in enumerate(images)}
         data_dir = self.remote_path("data", dataset_key)
         self.push_files(names, data_dir, f"{len(names)} validation images")
@@ -235,6 +239,12 @@ class SshDevice(Device):
         if len(records) != len(images):
             raise DeviceError(f"device '{self.name}' returned {len(records)} detections for {len(images)} images")
         return records
+
+
+def _bundle_files(bundle: Path) -> dict[str, Path]:
+    """The bundle's files by their name inside it (bytecode caches are not part of a bundle)."""
+    return {str(p.relative_to(bundle)): p for p in sorted(bundle.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
 
 
 def _sharing(trust: str) -> list[str]:

@@ -123,7 +123,7 @@ def test_push_sends_only_changed_files_and_a_file_changed_on_the_board_is_refuse
 
     class NoRepush(type(device)):
         def push(self, bundle):  # a board whose copy changed after the push: the check on it must refuse
-            return self.remote_path("bundles", Path(bundle).name)
+            return self.bundle_dir(bundle)
 
     stubborn = NoRepush(yaml.safe_load(board["path"].read_text()))
     from edgeopt.config.schema import BenchmarkConfig
