@@ -113,14 +113,19 @@ def _read_inputs(config: PipelineConfig, targets: dict, devices: list[Device], c
     detector = load_model(config.model, named.class_names if named is not None else None)
     check_reference(detector)
     recovery = config.prune.recovery.data
-    recovery_set = open_dataset(recovery) if "prune" in config.stages and recovery else None
+    pruning = "prune" in config.stages
+    recovery_set = open_dataset(recovery) if pruning and recovery else None
+    prune_size = config.prune.input_size
+    prune_source = None
+    if pruning and prune_size and prune_size != detector.input_size:  # read now: a size the model refuses fails here
+        prune_source = load_model(config.model.model_copy(update={"input_size": prune_size}), detector.class_names)
     data_key = stable_hash(config.data.model_dump(),
                            *(d.fingerprint() if d is not None else None for d in (calibration, validation, recovery_set)))
     return RunContext(config=config, cache=cache, console=console, targets=targets, devices=devices,
                       device_infos=_describe(devices, targets, "benchmark" in config.stages),
                       host_info=LocalDevice().describe(), versions=_versions(targets),
                       config_hash=stable_hash(config.model_dump(), length=12),
-                      data_key=data_key, detector=detector, original=detector,
+                      data_key=data_key, detector=detector, original=detector, prune_source=prune_source,
                       calibration_set=calibration, validation=validation, recovery_set=recovery_set)
 
 

@@ -142,6 +142,9 @@ class PruneConfig(Strict):
         "Module-name globs whose output channels are kept (output convs always are); default: the model family's "
         "own (e.g. stem and detection head)"))
     overrides: dict[str, float] = Field(default_factory=dict, description="Module-name glob -> pruning ratio")
+    input_size: int | None = Field(None, ge=32, description=(
+        "Input size to prune and recover at (default: model.input_size). The pruned weights then serve every "
+        "exported size: a sweep over model.input_size prunes and recovers each ratio once"))
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
 
 

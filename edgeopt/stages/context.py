@@ -43,6 +43,7 @@ class RunContext:
     data_key: str
     detector: Detector  # the model to export (pruned once the prune stage ran)
     original: Detector  # the user's model: mAP drops are measured against it
+    prune_source: Detector | None = None  # the user's model at prune.input_size (None: ``original``)
     calibration_set: DetectionDataset | None = None
     validation: DetectionDataset | None = None
     recovery_set: DetectionDataset | None = None

@@ -2,7 +2,9 @@
 
 Channel counts round to the quantization plan's multiple; what is pruned and how is in
 :mod:`edgeopt.models.pruning`, recovery in :mod:`edgeopt.training.recover`. The pruned model is saved as
-channel spec + state_dict, so it reloads for any architecture with ``weights_only=True``.
+channel spec + state_dict, so it reloads for any architecture with ``weights_only=True``, and at any input size:
+with ``prune.input_size`` the model is pruned and recovered at that size once, and the weights are loaded into the
+model at each exported size (a convolutional detector's weights do not depend on the input size).
 """
 
 from __future__ import annotations
@@ -93,15 +95,24 @@ class PruneStage(Stage):
                               hint="drop 'prune' from stages, or give the torch model (.pt or 'module:factory')")
 
     def key(self, ctx: Any, item: Any) -> str:
-        return stable_hash("prune", ctx.config.prune.model_dump(), ctx.detector.key, self._multiple(ctx),
-                           ctx.data_key, ctx.calib_key, ctx.versions["torch"], self.code(__name__))
+        cfg = ctx.config.prune
+        # only Taylor importance reads the calibration images (letterboxed at model.input_size); without it the
+        # key is free of the exported size, so points differing only in model.input_size share the pruned model
+        calib_key = ctx.calib_key if cfg.importance == "taylor" else None
+        return stable_hash("prune", cfg.model_dump(), self._source(ctx).key, self._multiple(ctx),
+                           ctx.data_key, calib_key, ctx.versions["torch"], self.code(__name__))
+
+    @staticmethod
+    def _source(ctx: Any) -> Any:
+        """The model pruning starts from: the user's, at prune.input_size when that is set."""
+        return ctx.prune_source or ctx.detector
 
     @staticmethod
     def _multiple(ctx: Any) -> int:
         return ctx.plan.channel_multiple if ctx.plan else 8
 
     def run(self, ctx: Any, item: Any, out: Path) -> None:
-        prune_detector(ctx.detector, ctx.config.prune, self._multiple(ctx), ctx.calib, ctx.recovery_set,
+        prune_detector(self._source(ctx), ctx.config.prune, self._multiple(ctx), ctx.calib, ctx.recovery_set,
                        ctx.validation, out, log=ctx.console.print)
 
     def load(self, ctx: Any, item: Any, out: Path) -> None:

@@ -197,3 +197,30 @@ def test_finetune_recovery_uses_the_families_loss_with_labels(synth_dataset):
     with pytest.raises(Exception, match="needs a detector with a training loss"):
         recover(student, teacher, PruneConfig(recovery=RecoveryConfig(mode="finetune", epochs=1)), 64,
                 read_yolo(synth_dataset, "train"), evaluate, lambda msg: None, None)
+
+
+def test_prune_input_size_prunes_once_for_every_exported_size(tmp_path):
+    """With prune.input_size, runs differing only in model.input_size share one pruned model (a cache hit), and
+    the weights pruned at one size export and pass parity at another."""
+    from edgeopt.config.load import load_config
+    from edgeopt.pipeline import run_pipeline
+    from helpers import write_config
+
+    cache = tmp_path / "cache"
+    prune = {"ratio": 0.05, "input_size": 320, "recovery": {"mode": "none"}}
+    results = []
+    for size in (320, 256):
+        folder = tmp_path / str(size)
+        folder.mkdir()
+        config = write_config(folder, stages=["calibrate", "prune", "export"], prune=prune,
+                              model={"source": "reference", "input_size": size},
+                              targets=[{"name": "onnxruntime", "precisions": ["fp32"]}])
+        results.append(run_pipeline(load_config(config), cache_dir=cache))
+    first, second = results
+    pruned = [e for e in first.cache_misses if e.startswith("prune/")]
+    assert len(pruned) == 1 and pruned[0] in second.cache_hits, (first.cache_misses, second.cache_hits)
+    assert len(list((cache / "prune").iterdir())) == 1
+    for result in results:
+        rows = [r for r in result.records if r["status"] != "reference"]
+        assert rows and all(r["status"] == "passed" for r in rows), [r.get("reason") for r in rows]
+        assert result.run_info["prune"]["after_prune"]["macs"] < result.run_info["prune"]["before"]["macs"]
