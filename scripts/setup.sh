@@ -20,6 +20,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q --disable-pip-version-check --upgrade pip
-python -m pip install -q --disable-pip-version-check "torch==2.13.0"
-python -m pip install -q --disable-pip-version-check -e ".[${EXTRAS}]"
+# nothing to do when this environment was set up from the same pyproject.toml, extras and script, and still
+# imports edgeopt: a second run (every demo.sh and test.sh calls this) is quiet and takes a second
+STAMP=.venv/.edgeopt-setup
+WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) ${EXTRAS} $(python -c 'import sys; print(sys.version)')"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && python -c "import edgeopt" 2>/dev/null; then
+    exit 0
+fi
+rm -f "$STAMP"
+PIP=(python -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" --upgrade pip
+"${PIP[@]}" "torch==2.13.0"
+"${PIP[@]}" -e ".[${EXTRAS}]"
+printf '%s' "$WANT" > "$STAMP"

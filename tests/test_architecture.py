@@ -31,13 +31,15 @@ FAMILY_RE = re.compile(r"(?<![a-z0-9])(ultralytics|yolo26|yolov8|yolo11|yolov10|
 RUNTIME_WORDS: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("onnxruntime",), "openvino": ("openvino", "nncf"),
     "tflite": ("tflite", "litert", "ai_edge", "ai-edge"), "ncnn": ("ncnn", "pnnx"),
+    "executorch": ("executorch",),
 }
 WORD_RUNTIME = {word: runtime for runtime, words in RUNTIME_WORDS.items() for word in words}
 RUNTIME_RE = re.compile(r"(?<![a-z0-9])(" + "|".join(map(re.escape, WORD_RUNTIME)) + r")(?=(\w*))", re.I)
 
 # Rule 3: top-level packages that `import edgeopt` and `edgeopt --help` must not load.
 HEAVY = frozenset({"torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorflow", "ncnn", "pnnx",
-                   "ai_edge_litert", "ai_edge_quantizer", "litert_torch", "torch_pruning", "matplotlib"})
+                   "ai_edge_litert", "ai_edge_quantizer", "litert_torch", "torch_pruning", "matplotlib",
+                   "executorch", "torchao"})
 MARKER = "@@EDGEOPT-MODULES@@"
 
 # Rule 4: longest function allowed (def line to last line) in the orchestration code.

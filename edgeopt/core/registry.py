@@ -70,6 +70,8 @@ TARGETS = Registry("target", [
     Entry("tflite", "edgeopt.targets.tflite.target:TFLiteTarget", "tflite",
           "edgeopt.targets.tflite.options:TFLiteConfig"),
     Entry("ncnn", "edgeopt.targets.ncnn.target:NcnnTarget", "ncnn", "edgeopt.targets.ncnn.options:NcnnConfig"),
+    Entry("executorch", "edgeopt.targets.executorch.target:ExecuTorchTarget", "executorch",
+          "edgeopt.targets.executorch.options:ExecuTorchConfig"),
 ])
 
 # tried in this order: the first source that claims ``model.source`` builds the Detector

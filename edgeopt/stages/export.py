@@ -24,7 +24,7 @@ from edgeopt.core.cache import stable_hash
 from edgeopt.core.capture import captured_output, log_tail
 from edgeopt.core.contracts import ExportResult, Stage, Target
 from edgeopt.core.manifest import Manifest, read_manifest, verify_bundle, write_manifest
-from edgeopt.errors import ConfigError, ExportError
+from edgeopt.errors import ConfigError, EdgeoptError, ExportError, first_line
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
 from edgeopt.eval.predict import validation_map
 from edgeopt.models.detector import OUTPUT_DESCRIPTIONS, Detector
@@ -103,10 +103,17 @@ def export_bundle(target: Target, detector: Detector, precision: str, plan: Any,
     result = _export_model(target, detector, precision, plan, calib, out_dir, options)
     write_bundle_code(target, out_dir)
     manifest = write_manifest(out_dir, _manifest(target, detector, precision, result, lineage, head or {}))
-    session = target.open(out_dir, manifest.to_dict(), threads=1)
-    figures = parity(reference_infer(detector), lambda x: session(x)[0], calib.float_images("parity"),
-                     detector.input_size, replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold),
-                     margin=parity_cfg.score_margin, min_boxes=parity_cfg.min_boxes)
+    try:
+        session = target.open(out_dir, manifest.to_dict(), threads=1)
+        figures = parity(reference_infer(detector), lambda x: session(x)[0], calib.float_images("parity"),
+                         detector.input_size,
+                         replace(detector.decoder, score_threshold=DEPLOY_DECODER.score_threshold),
+                         margin=parity_cfg.score_margin, min_boxes=parity_cfg.min_boxes)
+    except EdgeoptError:
+        raise
+    except Exception as exc:  # the runtime refused the artifact it was just given: this row fails, the run goes on
+        raise ExportError(f"{target.name} {precision}: the exported model does not run: "
+                          f"{type(exc).__name__}: {first_line(exc)}") from None
     manifest.parity = parity_gate(figures, precision, parity_cfg)
     return write_manifest(out_dir, manifest)
 

@@ -1,0 +1,44 @@
+"""Load and run an ExecuTorch program (.pte) with ExecuTorch's Python runtime: shipped in bundles.
+
+Needs numpy, executorch and torch: ExecuTorch's Python binding is linked against libtorch and takes and returns
+torch tensors (its pip wheels do not list torch, but cannot load without it). The binding module is imported
+directly: ``executorch.runtime`` would import the exporter as well (~15 s here, and pandas).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def session_options(threads: int, manifest: dict | None = None) -> dict:
+    """The runtime settings used for every measurement (recorded in results)."""
+    return {"threadpool_threads": threads, "delegate": "XNNPACK"}
+
+
+def _binding(threads: int):
+    """ExecuTorch's Python binding, its thread pool set to ``threads`` (before a program loads)."""
+    from executorch.extension.pybindings import _C
+
+    _C._unsafe_reset_threadpool(threads)
+    return _C
+
+
+def _method(model_dir: Path, manifest: dict, threads: int, etdump: bool = False):
+    binding = _binding(threads)
+    return binding._load_for_executorch(str(Path(model_dir) / manifest["model_files"][0]), enable_etdump=etdump)
+
+
+def _caller(module):
+    import numpy as np
+    import torch
+
+    def run(batch):
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        return [y.numpy() for y in module.forward([x])]
+
+    return run
+
+
+def load_session(model_dir: Path, manifest: dict, threads: int):
+    """Return ``run(batch) -> list of outputs`` for the bundle's program (batch of one, NCHW float32)."""
+    return _caller(_method(model_dir, manifest, threads))
