@@ -55,6 +55,7 @@ def test_setup_and_check_find_arm64_runtimes(emulated_pi):
         assert info["runtimes"][target]["ok"], info["runtimes"][target]
 
 
+@pytest.mark.timeout(7200)  # ~45 min of emulated inference; pytest's default (900 s) would cut it off
 def test_the_default_targets_pass_on_arm64_with_map_measured_there(emulated_pi, tmp_path):
     config = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
     config["output"] = str(tmp_path / "run")
