@@ -223,6 +223,24 @@ def _cached_manifest(result, row) -> dict:
 
 
 @pytest.mark.xdist_group("yolov8n")
+def test_executorch_fp32_and_int8_pass_on_yolov8n_within_a_point(train_yolo, yolo_data, tmp_path):
+    """ExecuTorch (XNNPACK) on a third-party detector: fp32 matches the checkpoint, int8 (the default plan: head
+    tail float) passes parity within 1.0 mAP50-95 point, and its delegation is recorded."""
+    cfg = write_config(tmp_path / "et.yaml", train_yolo("yolov8n", 40), yolo_data,
+                       ["calibrate", "quantize", "export", "benchmark"],
+                       targets=[{"name": "executorch", "precisions": ["fp32", "int8"]}])
+    result = run_pipeline(load_config(cfg))
+    rows = {r["precision"]: r for r in result.records if r["target"] == "executorch"}
+    print("yolov8n executorch: " + "; ".join(f"{p} {r['status']} mAP50-95 {r.get('map50_95')} drop "
+                                             f"{r.get('map50_95_drop')} {r.get('latency_ms_median')} ms"
+                                             for p, r in rows.items()))
+    assert {p: r["status"] for p, r in rows.items()} == {"fp32": "passed", "int8": "passed"}, rows
+    assert abs(rows["fp32"]["map50_95_drop"]) < 0.001 and rows["int8"]["map50_95_drop"] <= 0.010, rows
+    delegation = _cached_manifest(result, rows["int8"])["runtime"]["delegation"]
+    assert delegation["delegated_share"] > 0.5 and delegation["xnnpack_ops"], delegation
+
+
+@pytest.mark.xdist_group("yolov8n")
 def test_onnx_exported_by_ultralytics_matches_the_checkpoint(plain_run, train_yolo, yolo_data, tmp_path):
     """Ultralytics' own ONNX export as the model: class names from its metadata, same mAP as the .pt route."""
     from ultralytics import YOLO

@@ -28,8 +28,13 @@ from edgeopt.targets import default_options, get_target
 
 SIZE = 96
 # runs a script with edgeopt and torch made unimportable: a bundle must need only numpy, Pillow and its runtime
-NO_EDGEOPT = ("import runpy, sys; sys.modules.update(edgeopt=None, torch=None); "
+NO_EDGEOPT = ("import runpy, sys; sys.modules.update(edgeopt=None{}); "
               "path = sys.argv[1]; sys.argv = sys.argv[1:]; runpy.run_path(path, run_name='__main__')")
+
+
+def isolated(name: str) -> str:
+    """Python code running a bundle's run.py with edgeopt (and torch, unless the runtime needs it) unimportable."""
+    return NO_EDGEOPT.format("" if "torch" in get_target(name).device_packages else ", torch=None")
 
 
 def _available(name):
@@ -103,14 +108,14 @@ def test_bundle_run_py_detects_what_the_model_detects(name, contract_detector, c
                   ParityConfig(), {})
     image = tmp_path / "img.jpg"
     image.write_bytes(render_image(9, "val", 0)[0])
-    proc = subprocess.run([sys.executable, "-c", NO_EDGEOPT, str(bundle / "run.py"), str(image), "--json",
+    proc = subprocess.run([sys.executable, "-c", isolated(name), str(bundle / "run.py"), str(image), "--json",
                            "--score", "0.3"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     found = json.loads(proc.stdout)
     expected = _torch_detections(contract_detector, image, 0.3)
     assert expected, "the test image must hold detections"
     _assert_same_detections(found, expected)
-    bench = subprocess.run([sys.executable, "-c", NO_EDGEOPT, str(bundle / "run.py"), "--bench", "--runs", "50",
+    bench = subprocess.run([sys.executable, "-c", isolated(name), str(bundle / "run.py"), "--bench", "--runs", "50",
                             "--warmup", "1"], capture_output=True, text=True, timeout=300)
     stats = json.loads(bench.stdout)
     assert stats["runs"] == 50 and 0 < stats["latency_ms_min"] <= stats["latency_ms_median"] <= stats["latency_ms_p90"]
@@ -159,8 +164,15 @@ class Broken(torch.nn.Module):
         return CORRUPTIONS[self.corruption](self.model(x))
 
 
-@pytest.mark.parametrize("corruption", CORRUPTIONS)
-@pytest.mark.parametrize("name", AVAILABLE)
+# ExecuTorch's export takes minutes here: one corruption in the default run, the others with -m slow
+BROKEN_CASES = [pytest.param(name, corruption, id=f"{getattr(name, 'values', [name])[0]}-{corruption}",
+                             marks=[*getattr(name, "marks", ()),
+                                    *([pytest.mark.slow] if "executorch" in str(name) and corruption != "shifted-boxes"
+                                      else [])])
+                for name in AVAILABLE for corruption in CORRUPTIONS]
+
+
+@pytest.mark.parametrize("name, corruption", BROKEN_CASES)
 def test_a_broken_artifact_fails_the_gate(name, corruption, contract_detector, calib, tmp_path):
     target = get_target(name)
     broken = replace(contract_detector, model=Broken(contract_detector.model, corruption).eval())
