@@ -93,7 +93,8 @@ def device_check(
 def device_setup(
     name: Annotated[str, typer.Argument(help="Device profile: a name in devices/ or a path to a profile YAML.")],
     targets: Annotated[str | None, typer.Option(
-        help="Comma-separated targets whose runtimes to install (default: every target).")] = None,
+        help="Comma-separated targets whose runtimes to install (default: every target whose runtime does not "
+             "need torch on the device; name one that does to add it and torch, ~430 MB on aarch64).")] = None,
     wheels: Annotated[Path, typer.Option(help="Wheelhouse folder here (per device platform).")]
     = Path.home() / ".cache" / "edgeopt" / "wheels",
 ) -> None:
@@ -103,7 +104,8 @@ def device_setup(
     from edgeopt.devices import load_device
     from edgeopt.devices.setup import setup_device
 
-    names = [t.strip() for t in targets.split(",") if t.strip()] if targets is not None else list(TARGETS.names)
+    names = [t.strip() for t in targets.split(",") if t.strip()] if targets is not None else \
+        [t for t in TARGETS.names if "torch" not in TARGETS.load(t).device_packages]
     unknown = [t for t in names if t not in TARGETS]
     if unknown or not names:
         raise ConfigError(f"unknown target(s) {', '.join(unknown) or '(none given)'}",

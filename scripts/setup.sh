@@ -32,10 +32,4 @@ PIP=(python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" "torch==2.13.0"
 "${PIP[@]}" -e ".[${EXTRAS}]"
-# ExecuTorch (the `executorch` extra) after the rest: one pip call with every extra ends in ResolutionImpossible,
-# installed after them it works; typing-extensions stays where litert-converter's xdsl pins it (ExecuTorch's
-# dependencies would take a newer one)
-case ",${EXTRAS}," in
-    *,all,*|*,executorch,*) "${PIP[@]}" "executorch>=1.5,<1.6" "typing-extensions<4.13" ;;
-esac
 printf '%s' "$WANT" > "$STAMP"

@@ -18,4 +18,3 @@ PIP=(python -m pip install -q --disable-pip-version-check)
 # the LiteRT trio is pinned: with ultralytics in the same environment pip's resolver otherwise gives up
 # (ai-edge-quantizer 0.10.0 pins ai-edge-litert==2.3.0)
 "${PIP[@]}" -e ".[all,dev,ultralytics]" "ai-edge-litert==2.3.0" "ai-edge-quantizer==0.10.0" "litert-torch==0.10.0"
-"${PIP[@]}" "executorch>=1.5,<1.6" "typing-extensions<4.13"  # after the rest, as in scripts/setup.sh

@@ -222,6 +222,7 @@ def _cached_manifest(result, row) -> dict:
     return json.loads((result.output / "cache" / "export" / row["cache_key"] / "edgeopt.json").read_text())
 
 
+@pytest.mark.timeout(1800)  # the first test of its group on a worker trains the model (~8 min) before exporting
 @pytest.mark.xdist_group("yolov8n")
 def test_executorch_fp32_and_int8_pass_on_yolov8n_within_a_point(train_yolo, yolo_data, tmp_path):
     """ExecuTorch (XNNPACK) on a third-party detector: fp32 matches the checkpoint, int8 (the default plan: head

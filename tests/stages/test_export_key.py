@@ -31,7 +31,7 @@ def _touch(root: Path, relative: str) -> None:
 @pytest.mark.parametrize("name", TARGETS.names)
 @pytest.mark.parametrize("relative", SHARED)
 def test_editing_shared_bundle_code_changes_every_targets_key(tree, name, relative):
-    if name in ("tflite", "ncnn") and relative == "targets/onnx_export.py":
+    if name in ("tflite", "ncnn", "executorch") and relative == "targets/onnx_export.py":
         pytest.skip("these targets convert from torch, not through the ONNX export")
     roots = export_code(get_target(name))
     before = code_fingerprint(roots, root=tree)

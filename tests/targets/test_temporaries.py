@@ -93,7 +93,7 @@ def test_targets_make_their_temporaries_under_the_out_dir(name, tiny_detector, c
     precision = "int8" if name == "ncnn" else "fp32"
     target.export(tiny_detector, precision, QuantPlan(), calib, out, default_options(name))
     assert all(out in p.parents for p in made_by_edgeopt), [str(p) for p in made_by_edgeopt]
-    assert len(made_by_edgeopt) == {"onnxruntime": 0, "ncnn": 2}.get(name, 1)
+    assert len(made_by_edgeopt) == {"onnxruntime": 0, "ncnn": 2, "executorch": 0}.get(name, 1)
     assert not [p for p in made_by_edgeopt if p.exists()]
 
 
