@@ -30,6 +30,21 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from edgeopt.core.version import VERSION
+
+        console.print(f"edgeopt {VERSION}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print edgeopt's version and exit.")] = False,
+) -> None:
+    """Compress, export, verify and benchmark object detectors for edge devices."""
+
+
 @data_app.command("synth")
 def data_synth(
     out: Annotated[Path, typer.Option(help="Output directory (YOLO layout + data.yaml).")],

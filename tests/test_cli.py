@@ -43,3 +43,10 @@ def test_train_one_epoch_writes_loadable_weights(synth_dataset, tmp_path):
     assert "best mAP50-95" in proc.stdout and (tmp_path / "last.pt").is_file()
     model = load_detector(tmp_path / "best.pt")  # weights_only load of what train wrote
     assert model.config.input_size == 128 and len(model.config.class_names) == 6
+
+
+def test_version_is_the_packages():
+    from edgeopt.core.version import VERSION
+
+    proc = cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"edgeopt {VERSION}", (proc.stdout, proc.stderr)
