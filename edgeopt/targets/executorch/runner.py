@@ -34,7 +34,8 @@ def _caller(module):
 
     def run(batch):
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        return [y.numpy() for y in module.forward([x])]
+        # copies: an output tensor may be a view of the program's own buffer, rewritten by the next call
+        return [y.numpy().copy() for y in module.forward([x])]
 
     return run
 
