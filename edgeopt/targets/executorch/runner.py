@@ -15,22 +15,14 @@ def session_options(threads: int, manifest: dict | None = None) -> dict:
     return {"threadpool_threads": threads, "delegate": "XNNPACK"}
 
 
-def _binding(threads: int):
-    """ExecuTorch's Python binding, its thread pool set to ``threads`` (before a program loads)."""
-    from executorch.extension.pybindings import _C
-
-    _C._unsafe_reset_threadpool(threads)
-    return _C
-
-
-def _method(model_dir: Path, manifest: dict, threads: int, etdump: bool = False):
-    binding = _binding(threads)
-    return binding._load_for_executorch(str(Path(model_dir) / manifest["model_files"][0]), enable_etdump=etdump)
-
-
-def _caller(module):
+def load_session(model_dir: Path, manifest: dict, threads: int):
+    """Return ``run(batch) -> list of outputs`` for the bundle's program (batch of one, NCHW float32)."""
     import numpy as np
     import torch
+    from executorch.extension.pybindings import _C
+
+    _C._unsafe_reset_threadpool(threads)  # before the program loads
+    module = _C._load_for_executorch(str(Path(model_dir) / manifest["model_files"][0]))
 
     def run(batch):
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
@@ -38,8 +30,3 @@ def _caller(module):
         return [y.numpy().copy() for y in module.forward([x])]
 
     return run
-
-
-def load_session(model_dir: Path, manifest: dict, threads: int):
-    """Return ``run(batch) -> list of outputs`` for the bundle's program (batch of one, NCHW float32)."""
-    return _caller(_method(model_dir, manifest, threads))
