@@ -23,7 +23,7 @@ fi
 # nothing to do when this environment was set up from the same pyproject.toml, extras and script, and still
 # imports edgeopt: a second run (every demo.sh and test.sh calls this) is quiet and takes a second
 STAMP=.venv/.edgeopt-setup
-WANT="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) ${EXTRAS} $(python -c 'import sys; print(sys.version)')"
+WANT="$(cat pyproject.toml scripts/setup.sh scripts/constraints.txt | sha256sum | cut -d' ' -f1) ${EXTRAS} $(python -c 'import sys; print(sys.version)')"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && python -c "import edgeopt" 2>/dev/null; then
     exit 0
 fi
@@ -31,5 +31,7 @@ rm -f "$STAMP"
 PIP=(python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" "torch==2.13.0"
-"${PIP[@]}" -e ".[${EXTRAS}]"
+# scripts/constraints.txt pins the versions measured together here: without it, a clean machine's resolver gave up
+# ("resolution-too-deep") on the joint tree of every extra
+"${PIP[@]}" -c scripts/constraints.txt -e ".[${EXTRAS}]"
 printf '%s' "$WANT" > "$STAMP"
