@@ -15,6 +15,7 @@ fi
 PIP=(python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" "torch==2.14.1" "torchvision==0.29.1"
-# the LiteRT trio is pinned: with ultralytics in the same environment pip's resolver otherwise gives up
-# (ai-edge-quantizer 0.10.0 pins ai-edge-litert==2.3.0)
-"${PIP[@]}" -e ".[all,dev,ultralytics]" "ai-edge-litert==2.3.0" "ai-edge-quantizer==0.10.0" "litert-torch==0.10.0"
+# the core's measured versions (scripts/constraints.txt) but its torch: without them pip's resolver gives up on
+# every extra plus ultralytics ("resolution-too-deep" on a clean machine)
+grep -v '^torch==' scripts/constraints.txt > "$VENV/constraints.txt"
+"${PIP[@]}" -c "$VENV/constraints.txt" -e ".[all,dev,ultralytics]"
