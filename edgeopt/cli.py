@@ -249,6 +249,56 @@ def verify_cmd(bundle: Annotated[Path, typer.Argument(
     console.print(f"{bundle}: every file matches its sha256 in {MANIFEST}")
 
 
+@app.command("profile")
+def profile_cmd(
+    bundles: Annotated[list[Path], typer.Argument(
+        help="One bundle (RUN_DIR/artifacts/NAME), or two of one target (e.g. fp32 then int8) to compare.")],
+    device: Annotated[str, typer.Option(help="Device profile: a name in devices/ or a path to a profile YAML.")]
+    = "local",
+    threads: Annotated[int, typer.Option(min=1)] = 1,
+    warmup: Annotated[int, typer.Option(min=0)] = 10,
+    runs: Annotated[int, typer.Option(min=1, help="Profiled (and timed) inferences.")] = 50,
+    top: Annotated[int, typer.Option(min=1, help="Operators shown per bundle.")] = 15,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the profiles as JSON.")] = False,
+) -> None:
+    """Per-operator latency from the runtime's own profiler, run by the bundle's run.py on the device; with two
+    bundles, where the second's time goes against the first's (layers kept float, quantize/dequantize, reorders)."""
+    from edgeopt.core.manifest import MANIFEST
+    from edgeopt.devices import load_device
+    from edgeopt.report.profile import Profile, comparison_table, findings, profile_table
+
+    if len(bundles) > 2:
+        raise ConfigError("give one bundle, or two to compare", hint="edgeopt profile FP32_BUNDLE INT8_BUNDLE")
+    for bundle in bundles:
+        if not (bundle / MANIFEST).is_file():
+            raise ConfigError(f"{bundle} is not a bundle (no {MANIFEST})", hint="give a directory under artifacts/")
+    target = load_device(device)
+    profiles = []
+    for bundle in bundles:
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        label = f"{manifest.get('target', '?')} {manifest.get('precision', '?')}"
+        target.push(bundle)
+        changed = target.verify(bundle)
+        if changed:
+            raise ConfigError(f"{bundle} differs from its manifest on {target.name}: {', '.join(changed)}")
+        with err_console.status(f"profiling {label} on {target.name}"):
+            figures = target.bench(bundle, threads, warmup, runs, profile=True)
+        profiles.append(Profile.from_figures(label, figures))
+    if json_out:
+        print(json.dumps([p.summary(top) for p in profiles], indent=2))
+        return
+    for profile in profiles:
+        if profile.unavailable:
+            console.print(f"{profile.label}: no per-operator profile: {escape(profile.unavailable)} "
+                          f"(end-to-end median {profile.latency_ms:.2f} ms)")
+        else:
+            console.print(profile_table(profile, top))
+    if len(profiles) == 2 and all(p.ops for p in profiles):
+        console.print(comparison_table(*profiles))
+        for line in findings(*profiles):
+            console.print(f"- {escape(line)}")
+
+
 @app.command("bundle")
 def bundle_cmd(
     bundle: Annotated[Path, typer.Argument(help="A shipped bundle: RUN_DIR/artifacts/NAME.")],

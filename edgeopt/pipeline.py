@@ -30,7 +30,8 @@ from edgeopt.devices import load_device
 from edgeopt.devices.local import LocalDevice
 from edgeopt.errors import ConfigError, DeviceError, EdgeoptError, ParityError
 from edgeopt.models.sources import load_model
-from edgeopt.report.results import PARITY_COLUMNS, write_results
+from edgeopt.report.profile import Profile
+from edgeopt.report.results import PARITY_COLUMNS, PROFILE_TOP, write_results
 from edgeopt.stages.context import Bundle, RunContext
 from edgeopt.stages.accuracy import search_problem, search_summary
 from edgeopt.stages.benchmark import map_drop_problem
@@ -235,6 +236,9 @@ def _bundle_row(ctx: RunContext, bundle: Bundle, device: Device, threads: int) -
                      map50=bench["device_map50"])
     if bench is not None:
         row.update(bench)
+        if "profile" in bench:  # the top operators and totals (the whole list stays in the benchmark's bench.json)
+            label = f"{bundle.target.name} {bundle.precision}"
+            row["profile"] = Profile.from_figures(label, bench).summary(PROFILE_TOP)
         if ctx.reference and ctx.reference.get("map50_95") is not None and bench.get("map50_95") is not None:
             row["map50_95_drop"] = ctx.reference["map50_95"] - bench["map50_95"]
     over_budget = map_drop_problem(_export_drop(ctx, bench), bundle.precision, ctx.config.parity.max_map_drop)

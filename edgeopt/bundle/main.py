@@ -139,20 +139,40 @@ def detect_for_map(image_paths: list[str], threads: int = 1, verify: bool = True
                "classes": det.classes.astype(int).tolist()}
 
 
+def _bench_input(manifest: dict, image: str | None) -> np.ndarray:
+    """The model input timed: the image given, or a plain grey (letterbox padding colour) frame."""
+    size = manifest["input"]["size"]
+    hwc = _image(image, size)[0] if image else np.full((size, size, 3), 114, np.uint8)
+    return _input(manifest, hwc)
+
+
 def bench(threads: int, warmup: int, runs: int, image: str | None, verify: bool = True) -> dict:
     """Latency over ``runs`` timed runs after ``warmup``, and the process's peak RSS."""
     manifest = _verified(_manifest(), verify)
     rss_before = peak_rss_mb()
     run = _session(manifest, threads)
-    size = manifest["input"]["size"]
-    if image:
-        hwc, _ = _image(image, size)
-    else:
-        hwc = np.full((size, size, 3), 114, np.uint8)
-    x = _input(manifest, hwc)
+    x = _bench_input(manifest, image)
     times = time_calls(lambda: run(x), warmup, runs)
     return {**latency_stats(times), "runs": runs, "warmup": warmup, "threads": threads,
             "peak_rss_mb": peak_rss_mb(), "rss_before_load_mb": rss_before}
+
+
+def profile(threads: int, warmup: int, runs: int, image: str | None, verify: bool = True) -> dict:
+    """``bench``'s figures (timed first, without the profiler's overhead), then per-operator milliseconds per
+    inference from the runtime's own profiler (``ops``), or why this runtime offers none (``unavailable``)."""
+    figures = bench(threads, warmup, runs, image, verify)  # verifies the files before anything loads
+    manifest = _manifest()
+    from . import runner  # the target's runner, copied in beside this file
+
+    if not hasattr(runner, "profile"):
+        return {**figures, "profile": {"unavailable": "this runtime's runner has no profiler"}}
+    try:
+        ops = runner.profile(HERE, manifest, threads, _bench_input(manifest, image), warmup, runs)
+    except NotImplementedError as exc:  # the runtime offers no per-operator timing (the reason is its message)
+        return {**figures, "profile": {"unavailable": str(exc)}}
+    except ImportError as exc:
+        return {**figures, "profile": {"unavailable": f"the profiler needs a package not installed: {exc}"}}
+    return {**figures, "profile": {"ops": ops}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bench", action="store_true", help="measure latency and peak memory, print JSON")
     parser.add_argument("--eval", action="store_true",
                         help="detections at mAP settings for every image, one JSON line each (for scoring elsewhere)")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --bench: also per-operator times from the runtime's own profiler (in the JSON)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--no-verify", action="store_true",
@@ -176,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.bench:
             image = args.image[0] if args.image else None
-            print(json.dumps(bench(args.threads, args.warmup, args.runs, image, not args.no_verify)))
+            measure = profile if args.profile else bench
+            print(json.dumps(measure(args.threads, args.warmup, args.runs, image, not args.no_verify)))
             return 0
         if args.eval:
             for record in detect_for_map(args.image, args.threads, not args.no_verify):

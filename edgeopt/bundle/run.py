@@ -1,4 +1,5 @@
-"""edgeopt bundle runner. Usage: python run.py IMAGE [--threads N] [--score S] [--json] | python run.py --bench
+"""edgeopt bundle runner. Usage: python run.py IMAGE [--threads N] [--score S] [--json]
+or: python run.py --bench [--profile] (latency and memory; per-operator times)
 
 Needs only numpy, Pillow and the bundle's runtime. The code lives in the ``edgeopt_bundle`` package beside this
 file; the model's files are checked against the sha256 in ``edgeopt.json`` before they load.

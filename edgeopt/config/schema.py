@@ -216,6 +216,8 @@ class BenchmarkConfig(Strict):
     map: bool = Field(True, description="Compute mAP on the validation set through each runtime")
     map_on_device: bool = Field(False, description="Also measure mAP on each remote device (validation images "
                                                    "pushed once; detections scored here): the device's own kernels")
+    profile: bool = Field(False, description="Also time each operator with the runtime's own profiler (after the "
+                                             "latency runs): top operators per row in the report, int8 vs fp32")
 
 
 class PipelineConfig(Strict):

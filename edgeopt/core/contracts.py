@@ -53,8 +53,10 @@ class Target(ABC):
     """Export a detector for one runtime and run the result.
 
     ``runner`` names the target's numpy-only runner module (``load_session(dir, manifest, threads) -> run``,
-    optional ``session_options(threads, manifest)``): it is copied into every bundle as ``runner.py``, and
-    edgeopt itself loads artifacts through it, so evaluation runs the code that ships.
+    optional ``session_options(threads, manifest)`` and ``profile(dir, manifest, threads, batch, warmup, runs) ->
+    [{name, type, precision, ms, calls}]``, per-operator milliseconds per inference from the runtime's own profiler,
+    raising NotImplementedError with the reason where it has none): it is copied into every bundle as
+    ``runner.py``, and edgeopt itself loads artifacts through it, so evaluation runs the code that ships.
     """
 
     name: str
@@ -183,8 +185,9 @@ class Device(ABC):
         """Files of the pushed bundle whose sha256 differs from its manifest (empty when intact)."""
 
     @abstractmethod
-    def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
-        """Run the pushed bundle's own benchmark (``run.py --bench``) on the device; its JSON figures."""
+    def bench(self, bundle: Path, threads: int, warmup: int, runs: int, profile: bool = False) -> dict[str, Any]:
+        """Run the pushed bundle's own benchmark (``run.py --bench``) on the device; its JSON figures (with
+        ``profile``, also the runtime's per-operator times: ``run.py --bench --profile``)."""
 
     @abstractmethod
     def run(self, command: list[str], timeout: float = 1800) -> str:

@@ -64,9 +64,9 @@ class LocalDevice(Device):
             raise DeviceError(f"{what or ' '.join(command)} failed on {self.name}: {tail[0]}")
         return proc.stdout
 
-    def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
+    def bench(self, bundle: Path, threads: int, warmup: int, runs: int, profile: bool = False) -> dict[str, Any]:
         """Run ``run.py --bench`` in a new process (so peak RSS is the artifact's own) and parse its JSON."""
         cmd = [sys.executable, str(Path(self.push(bundle)) / "run.py"), "--bench", "--threads", str(threads),
-               "--warmup", str(warmup), "--runs", str(runs)]
+               "--warmup", str(warmup), "--runs", str(runs)] + (["--profile"] if profile else [])
         out = self.run(cmd, env={"OMP_NUM_THREADS": str(threads)}, what=f"benchmark of {Path(bundle).name}")
         return json.loads(out.strip().splitlines()[-1])

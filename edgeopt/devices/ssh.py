@@ -207,11 +207,12 @@ class SshDevice(Device):
         changed = [name for name, digest in expected.items() if there.get(name) != digest]
         return changed + [f"{name} (not in the bundle)" for name in sorted(set(there) - shipped - set(expected))]
 
-    def bench(self, bundle: Path, threads: int, warmup: int, runs: int) -> dict[str, Any]:
+    def bench(self, bundle: Path, threads: int, warmup: int, runs: int, profile: bool = False) -> dict[str, Any]:
         """``run.py --bench`` on the pushed (and verified) bundle, with temperature and throttling read before and
         after. It does not push again: what runs is what was verified."""
         remote = self.bundle_dir(bundle)
         args = ["--threads", str(threads), "--warmup", str(warmup), "--runs", str(runs)]
+        args += ["--profile"] if profile else []
         figures = self.agent("bench", remote, json.dumps(args), what=f"benchmark of {Path(bundle).name}")
         before, after = figures.get("throttled_before"), figures.get("throttled_after")
         if before is None or after is None:

@@ -10,6 +10,9 @@ from typing import Any
 from rich.table import Table
 
 from edgeopt.core.cache import write_json_atomic
+from edgeopt.report.profile import KINDS
+
+PROFILE_TOP = 10  # operators per profiled row in results.json and report.md
 
 PARITY_COLUMNS = ("score_cosine", "score_max_abs", "box_max_abs", "box_agreement", "boxes_compared")
 COLUMNS = ("target", "precision", "head", "device", "status", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
@@ -138,6 +141,34 @@ def search_lines(records: list[dict[str, Any]], out: Path) -> list[str]:
     return lines + ["", "![int8 search](int8_search.png)"]
 
 
+def profile_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The report's per-operator section (``benchmark.profile``): per profiled row, where its time goes by kind
+    and its top operators; none when no row was profiled."""
+    profiled = [r for r in records if r.get("profile")]
+    if not profiled:
+        return []
+    lines = ["", "## Per-operator profiles", "", "Milliseconds per inference from each runtime's own profiler; "
+             "coverage = profiled time / end-to-end median.", "",
+             "| target | precision | device | threads | coverage | " + " | ".join(KINDS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(KINDS)]
+    for r in profiled:
+        p = r["profile"]
+        coverage = f"{p['coverage']:.0%}" if p.get("coverage") is not None else (p.get("unavailable") or "-")
+        kinds = " | ".join(f"{p['by_kind_ms'].get(k, 0.0):.2f}" for k in KINDS) if p.get("operators") else \
+            " | ".join("-" for _ in KINDS)
+        lines.append(f"| {r['target']} | {r['precision']} | {r.get('device')} | {r.get('threads')} | {coverage} | "
+                     f"{kinds} |")
+    for r in profiled:
+        top = r["profile"].get("top") or []
+        if not top:
+            continue
+        lines += ["", f"### {r['target']} {r['precision']} on {r.get('device')}: top {len(top)} operators", "",
+                  "| operator | type | precision | ms | share |", "|---|---|---|---|---|"]
+        lines += [f"| `{op['name']}` | {op['type']} | {op['precision']} | {op['ms']:.3f} | {op['share']:.1%} |"
+                  for op in top]
+    return lines
+
+
 def write_results(out: Path, run_info: dict[str, Any], records: list[dict[str, Any]]) -> None:
     """Write results.json, results.csv, report.md, pareto.png (and int8_search.png) into ``out``."""
     write_json_atomic(out / "results.json", {"run": run_info, "records": records})
@@ -160,5 +191,6 @@ def write_results(out: Path, run_info: dict[str, Any], records: list[dict[str, A
         front = ", ".join(f"{r['target']} {r['precision']} ({r.get('device')})" for r in pareto_front(records))
         lines += ["", "## Latency vs accuracy", "", f"Pareto front: {front}", "", "![pareto](pareto.png)"]
     lines += search_lines(records, out)
+    lines += profile_lines(records)
     lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in run_info["versions"].items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -88,7 +88,7 @@ def bench_artifact(bundle: Bundle, device: Device, threads: int, cfg: BenchmarkC
     if changed:
         raise DeviceError(f"bundle {bundle.path.name} differs from its manifest on {device.name}: {', '.join(changed)}",
                           hint="re-run to push it again; never benchmark a bundle that is not what was verified")
-    record: dict[str, Any] = dict(device.bench(bundle.path, threads, cfg.warmup, cfg.runs))
+    record: dict[str, Any] = dict(device.bench(bundle.path, threads, cfg.warmup, cfg.runs, profile=cfg.profile))
     detect = getattr(device, "detect", None)
     if cfg.map and cfg.map_on_device and validation is not None and detect is not None:
         found = detect(bundle.path, [s.image for s in validation.samples], validation.fingerprint()[:16], threads)
@@ -159,7 +159,7 @@ class BenchmarkStage(Stage):
                   if not ctx.missing_runtime(b.target.name, d))]
 
     def key(self, ctx: Any, item: Item) -> str:
-        bcfg = ctx.config.benchmark.model_dump()
+        bcfg = ctx.config.benchmark.model_dump(exclude={"profile"})  # only the timings of bundles record it
         if item is None:
             return stable_hash("reference", ctx.original.key, ctx.data_key, bcfg, device_identity(ctx.host_info),
                                ctx.versions["torch"], self.code(__name__))
@@ -167,7 +167,10 @@ class BenchmarkStage(Stage):
             return stable_hash("accuracy", item.bundle.path.name, bcfg["threads"], ctx.data_key, self.code(__name__))
         info = device_identity(ctx.device_infos[item.device.name], item.bundle.target.name)
         map_there = bcfg["map"] and bcfg["map_on_device"]
-        return stable_hash("bench", item.bundle.path.name, {k: bcfg[k] for k in ("warmup", "runs")}, item.threads,
+        timing = {k: bcfg[k] for k in ("warmup", "runs")}
+        if ctx.config.benchmark.profile:  # a key of its own; without it, keys stay those of earlier runs
+            timing["profile"] = True
+        return stable_hash("bench", item.bundle.path.name, timing, item.threads,
                            ctx.data_key if map_there else None, info, item.device.fingerprint,
                            self.code(__name__, type(item.device).__module__))
 

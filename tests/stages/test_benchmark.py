@@ -71,3 +71,17 @@ def test_map_drop_is_judged_in_points_per_precision():
     assert map_drop_problem(0.0099, "int8", budget) is None and map_drop_problem(-0.02, "fp32", budget) is None
     assert map_drop_problem(0.0101, "int8", budget) == "mAP50-95 drop 1.01 pt > budget 1 pt (parity.max_map_drop)"
     assert map_drop_problem(0.006, "fp32", budget) and map_drop_problem(float("nan"), "fp32", budget)
+
+
+def test_benchmark_profile_records_the_top_operators_and_reports_them(tmp_path):
+    """``benchmark.profile: true``: each timed row carries its profile summary; report.md has the section."""
+    config = write_config(tmp_path, stages=["calibrate", "export", "benchmark"],
+                          targets=[{"name": "onnxruntime", "precisions": ["fp32"]}],
+                          benchmark={"warmup": 1, "runs": 50, "map": False, "profile": True})
+    result = edgeopt.run(edgeopt.load_config(str(config)))
+    row = next(r for r in result.records if r["target"] == "onnxruntime")
+    profile = row["profile"]
+    assert profile["operators"] >= 10 and 0 < len(profile["top"]) <= 10
+    assert profile["profiled_ms"] > 0 and profile["by_kind_ms"]["float compute"] > 0
+    report = (result.output / "report.md").read_text()
+    assert "## Per-operator profiles" in report and profile["top"][0]["name"] in report

@@ -30,3 +30,50 @@ def load_session(model_dir: Path, manifest: dict, threads: int):
         return [y.numpy().copy() for y in module.forward([x])]
 
     return run
+
+
+# events around the operators rather than operators: the whole program, the delegate call, loading
+WRAPPER_EVENTS = frozenset({"Method::execute", "DELEGATE_CALL", "Method::init", "Program::load_method"})
+
+
+def profile(model_dir: Path, manifest: dict, threads: int, batch, warmup: int, runs: int) -> list[dict]:
+    """Per-operator milliseconds per inference from ExecuTorch's event tracer (ETDump, which its wheels record,
+    XNNPACK's operators included), read with ``executorch.devtools.Inspector``, over ``runs`` calls after
+    ``warmup``."""
+    import logging
+    import tempfile
+
+    import numpy as np
+    import torch
+    from executorch.extension.pybindings import _C
+
+    _C._unsafe_reset_threadpool(threads)
+    module = _C._load_for_executorch(str(Path(model_dir) / manifest["model_files"][0]), enable_etdump=True,
+                                     debug_buffer_size=0)
+    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+    for _ in range(warmup + runs):
+        module.forward([x])
+    with tempfile.TemporaryDirectory() as tmp:
+        module.write_etdump_result_to_file(f"{tmp}/run.etdp")
+        logging.disable(logging.WARNING)  # the Inspector warns that no ETRecord (exporter debug info) was given
+        try:
+            from executorch.devtools import Inspector
+
+            inspector = Inspector(etdump_path=f"{tmp}/run.etdp")
+        finally:
+            logging.disable(logging.NOTSET)
+    ops = []
+    for block in inspector.event_blocks:
+        for event in block.events:
+            if event.name in WRAPPER_EVENTS or event.perf_data is None:
+                continue
+            timed = list(event.perf_data.raw)[warmup:]  # one figure (ms) per call of the program
+            if not timed:
+                continue
+            # XNNPACK's operators are named "Convolution (NHWC, QC8) IGEMM #3": the type and element type are
+            # read from the name on the host (precision None); ExecuTorch's own kernels run in fp32
+            delegated = bool(event.is_delegated_op)
+            kind = event.name if delegated else (list(event.op_types or []) or [event.name])[0]
+            ops.append({"name": event.name, "type": kind, "precision": None if delegated else "fp32",
+                        "ms": float(sum(timed) / runs), "calls": round(len(timed) / runs)})
+    return ops
