@@ -130,8 +130,9 @@ def device_setup(
         raise ConfigError(f"device '{device.name}' is this machine: install edgeopt's extras here instead",
                           hint="pip install 'edgeopt[all]'")
     packages = list(dict.fromkeys(p for t in names for p in TARGETS.load(t).device_packages))
+    no_deps = {p for t in names for p in TARGETS.load(t).device_no_deps}
     with err_console.status(f"device setup: wheels for {', '.join(packages)} -> {device.name}"):
-        record = setup_device(device, packages, wheels)
+        record = setup_device(device, packages, wheels, no_deps)
     for note in record["notes"]:
         err_console.print(f"[yellow]note:[/] {escape(note)}")
     console.print(f"{device.name}: installed {', '.join(record['requirements'].values())} into {record['python']}")

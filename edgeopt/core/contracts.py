@@ -66,6 +66,9 @@ class Target(ABC):
     # `edgeopt device setup` installs for it (the first is pinned to this machine's version where it exists)
     device_modules: tuple[str, ...] = ()
     device_packages: tuple[str, ...] = ()
+    # of those, the ones installed without the dependencies their wheels declare (a declared dependency with no
+    # build for boards); what they really need is then listed in device_packages
+    device_no_deps: tuple[str, ...] = ()
     runner: str
     capabilities: Capabilities
 

@@ -223,8 +223,9 @@ def detect(root, listing, args):
     return {"detections": [json.loads(line) for line in out.splitlines() if line.startswith("{")]}
 
 
-def install(venv, wheelhouse, requirements):
-    """A venv at ``venv`` (made once) with ``requirements`` installed from ``wheelhouse`` only (no network)."""
+def install(venv, wheelhouse, requirements, without_deps=()):
+    """A venv at ``venv`` (made once) with ``requirements`` installed from ``wheelhouse`` only (no network), then
+    ``without_deps`` without the dependencies their wheels declare."""
     python = os.path.join(venv, "bin", "python")
     works = os.path.exists(python) and subprocess.run([python, "-m", "pip", "--version"],
                                                       capture_output=True).returncode == 0
@@ -236,12 +237,14 @@ def install(venv, wheelhouse, requirements):
             tail = (made.stderr or made.stdout).strip().splitlines()
             raise RuntimeError("cannot make a venv: %s (on Debian: apt install python3-venv)"
                                % (tail[-1] if tail else made.returncode))
-    proc = subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "--no-index",
-                           "--find-links", wheelhouse] + requirements, capture_output=True, text=True,
-                          timeout=_limit())
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise RuntimeError("pip install failed: %s" % (tail[-1] if tail else proc.returncode))
+    pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-index", "--find-links", wheelhouse]
+    for args in (requirements, ["--no-deps"] + list(without_deps) if without_deps else []):
+        if not args:
+            continue
+        proc = subprocess.run(pip + args, capture_output=True, text=True, timeout=_limit())
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise RuntimeError("pip install failed: %s" % (tail[-1] if tail else proc.returncode))
     freeze = subprocess.run([python, "-m", "pip", "freeze", "--disable-pip-version-check"], capture_output=True,
                             text=True).stdout.split()
     return {"python": python, "installed": freeze}
@@ -260,7 +263,7 @@ def main(argv):
     if command == "detect":
         return detect(args[0], args[1], json.loads(args[2]))
     if command == "install":
-        return install(args[0], args[1], json.loads(args[2]))
+        return install(args[0], args[1], json.loads(args[2]), json.loads(args[3]) if len(args) > 3 else [])
     if command == "remove":
         return remove(args[0], json.loads(args[1]))
     raise ValueError("unknown command %r" % command)

@@ -48,17 +48,21 @@ def _host_version(package: str) -> str | None:
         return None
 
 
-def _download(requirements: list[str], tags: list[str], python: str, dest: Path) -> subprocess.CompletedProcess:
+def _download(requirements: list[str], tags: list[str], python: str, dest: Path,
+              no_deps: bool = False) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary=:all:",
+           *(["--no-deps"] if no_deps else []),
            "--python-version", python, "--implementation", "cp", "--dest", str(dest),
            *(arg for tag in tags for arg in ("--platform", tag)), *requirements]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") or k in ("PIP_INDEX_URL", "PIP_CERT")}
     return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
-def build_wheelhouse(packages: list[str], info: dict[str, Any], dest: Path) -> dict[str, Any]:
-    """Download ``packages`` (+ numpy, Pillow) with their dependencies for the device described by ``info``;
-    returns the requirement chosen per package and any version that differs from this machine's."""
+def build_wheelhouse(packages: list[str], info: dict[str, Any], dest: Path,
+                     no_deps: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """Download ``packages`` (+ numpy, Pillow) with their dependencies (but for those in ``no_deps``) for the
+    device described by ``info``; returns the requirement chosen per package and any version that differs from
+    this machine's."""
     tags = platform_tags(info)
     python = "".join(str(info.get("python", "")).split(".")[:2])
     try:
@@ -72,7 +76,7 @@ def build_wheelhouse(packages: list[str], info: dict[str, Any], dest: Path) -> d
         pinned = _host_version(package)
         attempts = [f"{package}=={pinned}", package] if pinned and package not in BASE_PACKAGES else [package]
         for requirement in attempts:
-            proc = _download([requirement], tags, python, dest)
+            proc = _download([requirement], tags, python, dest, package in no_deps)
             if proc.returncode == 0:
                 chosen[package] = requirement
                 if requirement != attempts[0]:
@@ -83,20 +87,25 @@ def build_wheelhouse(packages: list[str], info: dict[str, Any], dest: Path) -> d
             raise DeviceError(f"no {package} wheel for device '{info.get('name')}' ({tags[-2]}, cp{python}): "
                               f"{lines[-1] if lines else 'pip download failed'}",
                               hint="that runtime has no build for this device; drop its target for this device")
-    return {"requirements": chosen, "notes": notes, "platform_tags": tags, "python": python}
+    return {"requirements": chosen, "notes": notes, "platform_tags": tags, "python": python,
+            "no_deps": sorted(p for p in chosen if p in no_deps)}
 
 
-def setup_device(device: Any, packages: list[str], cache: Path) -> dict[str, Any]:
+def setup_device(device: Any, packages: list[str], cache: Path,
+                 no_deps: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     """Build the wheelhouse here, push it, install it into a venv on the device; what got installed (also
     written to ``<work_dir>/setup.json`` on the device)."""
     info = device.describe()
     wheelhouse = cache / f"{platform_tags(info)[-1]}-cp{''.join(info['python'].split('.')[:2])}-{info['libc']}"
-    plan = build_wheelhouse(packages, info, wheelhouse)
+    plan = build_wheelhouse(packages, info, wheelhouse, no_deps)
     wheels = {p.name: p for p in sorted(wheelhouse.glob("*.whl"))}
     remote_wheels = device.remote_path("wheelhouse")
     device.push_files(wheels, remote_wheels, f"{len(wheels)} wheels")
+    requirements = plan["requirements"]
     installed = device.agent("install", device.remote_path("venv"), remote_wheels,
-                             json.dumps(list(plan["requirements"].values())), what="pip install", timeout=3600)
+                             json.dumps([r for p, r in requirements.items() if p not in no_deps]),
+                             json.dumps([r for p, r in requirements.items() if p in no_deps]),
+                             what="pip install", timeout=3600)
     record = {**plan, **installed, "device": info["name"], "machine": info["machine"]}
     device.agent("unpack", device.remote_path(), data=tar_bytes({"setup.json": json.dumps(record, indent=2).encode()}), what="recording the setup")
     return record

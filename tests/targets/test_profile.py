@@ -51,6 +51,7 @@ def test_int8_profile_names_the_models_operators_and_their_precision(name, contr
         assert set(op) == {"name", "type", "precision", "ms", "calls"}, op
         assert op["ms"] >= 0 and op["calls"] >= 1 and op["name"] and op["type"]
     assert profile.profiled_ms > 0 and figures["latency_ms_median"] > 0
+    assert len({op["name"] for op in profile.ops}) == len(profile.ops)  # one row per operator
     assert sum(profile.share(op) for op in profile.ops) == pytest.approx(1.0)
     assert any("conv" in op["type"].lower() and op["precision"] == "int8" for op in profile.ops), profile.ops
     if name == "ncnn":  # every layer of the .param, timed on its own

@@ -27,7 +27,11 @@ class ExecuTorchTarget(Target):
     extra = "executorch"
     modules = ("executorch", "torchao")
     device_modules = ("executorch",)
-    device_packages = ("executorch", "torch")  # the binding links libtorch (the wheel does not list it)
+    # the binding links libtorch (the wheel does not list it); the wheel declares coremltools (Apple's
+    # converter, no aarch64 Linux build) among a dozen exporter needs: installed without them, with what the
+    # runner and its profile (executorch.devtools' Inspector) import
+    device_packages = ("executorch", "torch", "pandas", "tabulate", "flatbuffers", "ruamel.yaml", "pydot", "torchao")
+    device_no_deps = ("executorch",)
     runner = "edgeopt.targets.executorch.runner"
     capabilities = Capabilities(precisions=("fp32", "int8"), model_kinds=("torch",), refusals={
         "onnx": "ExecuTorch programs are made from a torch module by torch.export, not from ONNX"})
