@@ -99,7 +99,10 @@ def test_bf16_rounding_stays_within_the_bf16_tolerance(contract_detector, bf16_c
     assert figures["boxes_compared"] >= BF16_MIN_BOXES, figures
 
 
-@pytest.mark.parametrize("name", AVAILABLE)
+# ExecuTorch's export takes minutes here: its run.py is checked with -m slow (and by the profile tests)
+@pytest.mark.parametrize("name", [pytest.param(getattr(n, "values", [n])[0],
+                                               marks=[*getattr(n, "marks", ()), pytest.mark.slow])
+                                  if "executorch" in str(n) else n for n in AVAILABLE])
 def test_bundle_run_py_detects_what_the_model_detects(name, contract_detector, calib, tmp_path):
     """run.py on its own (no edgeopt, no torch) finds the torch model's detections of the same image."""
     bundle = tmp_path / "bundle"
@@ -164,11 +167,10 @@ class Broken(torch.nn.Module):
         return CORRUPTIONS[self.corruption](self.model(x))
 
 
-# ExecuTorch's export takes minutes here: one corruption in the default run, the others with -m slow
+# ExecuTorch's export takes minutes here: its corruptions run with -m slow
 BROKEN_CASES = [pytest.param(name, corruption, id=f"{getattr(name, 'values', [name])[0]}-{corruption}",
                              marks=[*getattr(name, "marks", ()),
-                                    *([pytest.mark.slow] if "executorch" in str(name) and corruption != "shifted-boxes"
-                                      else [])])
+                                    *([pytest.mark.slow] if "executorch" in str(name) else [])])
                 for name in AVAILABLE for corruption in CORRUPTIONS]
 
 

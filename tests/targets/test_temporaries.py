@@ -83,7 +83,11 @@ def made_by_edgeopt(monkeypatch) -> list[Path]:
     return made
 
 
-@pytest.mark.parametrize("name", TARGETS.names)
+# ExecuTorch's exports take minutes each here: its cases run with -m slow (its parity contract runs by default)
+SLOW_EXPORTS = [pytest.param(n, marks=pytest.mark.slow) if n == "executorch" else n for n in TARGETS.names]
+
+
+@pytest.mark.parametrize("name", SLOW_EXPORTS)
 def test_targets_make_their_temporaries_under_the_out_dir(name, tiny_detector, calib, tmp_path, made_by_edgeopt):
     """Called directly (no redirection): the folders a target makes for its converters are in ``out_dir``, and
     gone once the export returns (they are no part of the bundle). ncnn's int8 path has a second one."""
@@ -97,7 +101,7 @@ def test_targets_make_their_temporaries_under_the_out_dir(name, tiny_detector, c
     assert not [p for p in made_by_edgeopt if p.exists()]
 
 
-@pytest.mark.parametrize("name", TARGETS.names)
+@pytest.mark.parametrize("name", SLOW_EXPORTS)
 def test_an_export_leaves_nothing_in_the_system_temp_dir(name, tiny_detector, calib, tmp_path, system_tmp):
     """Through the export stage's path, the converters' and quantizers' own temporaries (ONNX Runtime's
     augmented graph, pnnx's files) are kept in the export's folder too. int8 takes every converter path."""
