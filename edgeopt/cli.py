@@ -394,6 +394,167 @@ def schema_cmd() -> None:
     print(json.dumps(json_schema(), indent=2))
 
 
+def _installed_targets() -> list[str]:
+    from edgeopt.core.registry import TARGETS
+    from edgeopt.errors import DependencyError
+    from edgeopt.targets import get_target
+
+    names = []
+    for name in TARGETS.names:
+        try:
+            get_target(name).check_available()
+        except DependencyError:
+            continue
+        names.append(name)
+    return names
+
+
+def _ship(records: list[dict], devices: list[str]) -> tuple[dict, str] | None:
+    """The row to ship: the fastest passed one on the first device (every passed row is within its precision's
+    mAP budget), and why."""
+    passed = [r for r in records if r["status"] == "passed" and r.get("device") == devices[0]
+              and r.get("latency_ms_median") is not None and r.get("artifact")]
+    if not passed:
+        return None
+    best = min(passed, key=lambda r: r["latency_ms_median"])
+    drop = f", {best['map50_95_drop'] * 100:+.2f} pt mAP50-95 against the model" \
+        if best.get("map50_95_drop") is not None else ""
+    return best, (f"fastest of {len(passed)} passed rows on {devices[0]}: {best['latency_ms_median']:.2f} ms"
+                  f"{drop} (every passed row is within its precision's mAP budget)")
+
+
+@app.command("compress")
+def compress_cmd(
+    model: Annotated[str, typer.Argument(help="The trained detector: a .pt (edgeopt train or Ultralytics), an .onnx "
+                                              "file, or 'reference'.")],
+    data: Annotated[str, typer.Option(help="Its dataset: a YOLO data.yaml (train split calibrates, val split "
+                                           "validates), or 'synthetic'.")],
+    targets: Annotated[str | None, typer.Option(help="Comma-separated targets (default: every installed one).")]
+    = None,
+    device: Annotated[list[str] | None, typer.Option(help="Device profile(s) to benchmark on (default: local).")]
+    = None,
+    max_drop: Annotated[float | None, typer.Option(min=0.0, help="int8 accuracy budget in mAP50-95 points: int8 "
+                                                                   "is searched to it and judged by it.")] = None,
+    prune: Annotated[float | None, typer.Option(min=0.0, max=0.9, help="Prune to this MACs reduction (e.g. 0.3), "
+                                                                        "recovered by fine-tuning on --data.")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Square input size (default: the checkpoint's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<model name>).")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a full-pickle checkpoint "
+                                                                       "(Ultralytics .pt): it runs code.")] = False,
+) -> None:
+    """Compress a trained detector in one command: writes the full config (RUN_DIR/config.yaml, to edit and re-run
+    with `edgeopt run`), runs it, and names the bundle to ship."""
+    import yaml
+
+    from edgeopt.config.load import load_config
+    from edgeopt.config.quick import compress_config
+    from edgeopt.core.cache import atomic_write
+    from edgeopt.pipeline import run_pipeline
+    from edgeopt.report.results import results_table
+
+    names = [t.strip() for t in targets.split(",") if t.strip()] if targets else _installed_targets()
+    output = out or Path("runs") / (Path(model).stem if model != "reference" else "reference")
+    # files by absolute path: config.yaml re-runs from any directory
+    model, data = (str(Path(p).resolve()) if Path(p).exists() else p for p in (model, data))
+    config = compress_config(model, data, names, device or ["local"], str(output), max_drop, prune or None,
+                             input_size, trust_pickle)
+    path = output / "config.yaml"
+    text = "# written by edgeopt compress; re-run with: edgeopt run " + str(path) + "\n" + \
+        yaml.safe_dump(config, sort_keys=False)
+    load_config_text(text, path)  # a bad option is named before anything is written
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    cfg = load_config(path)
+    result = run_pipeline(cfg, console=err_console)
+    console.print(results_table(result.records, f"edgeopt compress '{cfg.name}' on {', '.join(cfg.devices)}"))
+    console.print(f"config: {path}  results: {result.output / 'results.json'}  report: {result.output / 'report.md'}"
+                  f"  cache: {len(result.cache_hits)} reused, {len(result.cache_misses)} computed")
+    shipped = _ship(result.records, cfg.devices)
+    if shipped is None:
+        err_console.print("[bold red]no passed row to ship[/]: see the reasons above (edgeopt run "
+                          f"{path} re-runs from the cache after an edit)")
+        raise typer.Exit(1)
+    row, why = shipped
+    console.print(f"[bold green]ship[/] {row['artifact']}: {escape(why)}")
+    console.print(f"  hand it over with: edgeopt bundle {row['artifact']} --out {row['target']}-{row['precision']}.tar.gz")
+
+
+@app.command("init")
+def init_cmd(
+    out: Annotated[Path, typer.Argument(help="The config file to write.")] = Path("edgeopt.yaml"),
+    model: Annotated[str, typer.Option(help="The detector (see `edgeopt compress --help`).")] = "reference",
+    data: Annotated[str, typer.Option(help="Its dataset (a YOLO data.yaml or 'synthetic').")] = "synthetic",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+) -> None:
+    """Write a commented config with every key at its default, to edit and run with `edgeopt run`."""
+    from edgeopt.config.quick import template
+    from edgeopt.core.cache import atomic_write
+
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists", hint="choose another path or add --force")
+    text = template(model, data)
+    load_config_text(text, out)  # what is written validates
+    atomic_write(out, lambda tmp: tmp.write_text(text))
+    console.print(f"wrote {out}: edit it, then `edgeopt validate {out}` and `edgeopt run {out}`")
+
+
+def load_config_text(text: str, source: Path):
+    """Validate a config's YAML text before it is written (a ConfigError naming the key otherwise)."""
+    import yaml
+
+    from edgeopt.config.load import explain_errors
+    from edgeopt.config.schema import PipelineConfig
+
+    try:
+        return PipelineConfig.model_validate(yaml.safe_load(text))
+    except ValueError as exc:
+        if hasattr(exc, "errors"):
+            raise explain_errors(exc, str(source)) from None  # type: ignore[arg-type]
+        raise
+
+
+@app.command("doctor")
+def doctor_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False) -> None:
+    """What is installed: each target's runtime (or the extra to install), Python and torch, the CPU features
+    that matter for int8, and whether the Ultralytics environment exists."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from edgeopt.core.registry import TARGETS
+    from edgeopt.core.version import VERSION
+    from edgeopt.devices import agent
+    from edgeopt.errors import DependencyError
+    from edgeopt.targets import get_target
+
+    described = agent.describe([])
+    int8_flags = ("asimddp", "i8mm", "sve", "sve2", "bf16", "avx2", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    rows: dict[str, str] = {"edgeopt": VERSION, "python": platform.python_version(), "cpu": str(described["cpu"]),
+                            "int8 features": ", ".join(f for f in int8_flags if f in (described["cpu_flags"] or []))
+                            or "none of " + ", ".join(int8_flags)}
+    for package in ("torch", "torch-pruning", "ray", "optuna", "pycocotools", "faster-coco-eval"):
+        try:
+            rows[package] = version(package)
+        except PackageNotFoundError:
+            rows[package] = "missing"
+    for name in TARGETS.names:
+        target = get_target(name)
+        try:
+            target.check_available()
+            rows[f"target {name}"] = ", ".join(f"{k} {v}" for k, v in target.versions().items())
+        except DependencyError as exc:
+            rows[f"target {name}"] = f"missing: {exc.message}"
+    ultralytics = Path(".venv-ultralytics/bin/python")
+    rows["ultralytics environment"] = str(ultralytics.parent.parent) if ultralytics.exists() else \
+        "absent (bash scripts/setup_ultralytics.sh for Ultralytics checkpoints)"
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="edgeopt doctor", show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, escape(value))
+    console.print(table)
+
+
 @app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Argument(help="Pipeline config YAML.")],
