@@ -141,6 +141,21 @@ def search_lines(records: list[dict[str, Any]], out: Path) -> list[str]:
     return lines + ["", "![int8 search](int8_search.png)"]
 
 
+def _int8_against_fp32(profiled: list[dict[str, Any]]) -> list[str]:
+    """Per target, device and thread count profiled in both: where int8's time goes against fp32's."""
+    by_key = {(r["target"], r.get("device"), r.get("threads"), r["precision"]): r["profile"] for r in profiled
+              if r["profile"].get("operators")}
+    lines = []
+    for (target, device, threads, precision), int8 in by_key.items():
+        fp32 = by_key.get((target, device, threads, "fp32"))
+        if precision != "int8" or fp32 is None:
+            continue
+        kinds = ", ".join(f"{k} {int8['by_kind_ms'][k]:.2f} ms (fp32 {fp32['by_kind_ms'][k]:.2f})" for k in KINDS)
+        lines.append(f"- {target} on {device}, {threads} thread(s): int8 operators {int8['profiled_ms']:.2f} ms "
+                     f"against fp32's {fp32['profiled_ms']:.2f} ms; {kinds}")
+    return ["", "int8 against fp32 (ms per inference by kind of work):", "", *lines] if lines else []
+
+
 def profile_lines(records: list[dict[str, Any]]) -> list[str]:
     """The report's per-operator section (``benchmark.profile``): per profiled row, where its time goes by kind
     and its top operators; none when no row was profiled."""
@@ -158,6 +173,7 @@ def profile_lines(records: list[dict[str, Any]]) -> list[str]:
             " | ".join("-" for _ in KINDS)
         lines.append(f"| {r['target']} | {r['precision']} | {r.get('device')} | {r.get('threads')} | {coverage} | "
                      f"{kinds} |")
+    lines += _int8_against_fp32(profiled)
     for r in profiled:
         top = r["profile"].get("top") or []
         if not top:

@@ -84,10 +84,15 @@ def test_report_section_lists_each_profiled_row():
             {"target": "tflite", "precision": "fp32", "device": "local", "threads": 1,
              "profile": Profile.from_figures("t", {"latency_ms_median": 1.0,
                                                    "profile": {"unavailable": "none"}}).summary(PROFILE_TOP)},
-            {"target": "ncnn", "precision": "fp32", "device": "local", "threads": 1}]
+            {"target": "ncnn", "precision": "fp32", "device": "local", "threads": 1},
+            {"target": "onnxruntime", "precision": "fp32", "device": "local", "threads": 1,
+             "profile": FP32.summary(PROFILE_TOP)}]
     lines = profile_lines(rows)
     text = "\n".join(lines)
     assert "| onnxruntime | int8 | local | 1 | 95% | 2.00 | 4.00 | 3.00 |" in text
     assert "| tflite | fp32 | local | 1 | none |" in text and "ncnn" not in text
     assert "`conv2` | Conv | fp32 | 3.000 | 33.3% |" in text
+    assert "- onnxruntime on local, 1 thread(s): int8 operators 9.00 ms against fp32's 10.00 ms; " \
+           "int8 compute 2.00 ms (fp32 0.00), float compute 4.00 ms (fp32 10.00), quantize / layout 3.00 ms (fp32 0.00)" \
+           in text
     assert profile_lines([rows[2]]) == []
