@@ -222,6 +222,9 @@ def _cached_manifest(result, row) -> dict:
     return json.loads((result.output / "cache" / "export" / row["cache_key"] / "edgeopt.json").read_text())
 
 
+# slow (run with -m slow): two ExecuTorch exports and their mAP add ~10 min to the yolov8n worker, which would take
+# CI past its 50-minute budget; measured passing: fp32 drop 0.00 pt, int8 -0.62 pt
+@pytest.mark.slow
 @pytest.mark.timeout(1800)  # the first test of its group on a worker trains the model (~8 min) before exporting
 @pytest.mark.xdist_group("yolov8n")
 def test_executorch_fp32_and_int8_pass_on_yolov8n_within_a_point(train_yolo, yolo_data, tmp_path):
