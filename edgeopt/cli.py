@@ -453,7 +453,7 @@ def compress_cmd(
     from edgeopt.report.results import results_table
 
     names = [t.strip() for t in targets.split(",") if t.strip()] if targets else _installed_targets()
-    output = out or Path("runs") / (Path(model).stem if model != "reference" else "reference")
+    output = (out or Path("runs") / (Path(model).stem if model != "reference" else "reference")).resolve()
     # files by absolute path: config.yaml re-runs from any directory
     model, data = (str(Path(p).resolve()) if Path(p).exists() else p for p in (model, data))
     config = compress_config(model, data, names, device or ["local"], str(output), max_drop, prune or None,
@@ -465,7 +465,11 @@ def compress_cmd(
     output.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(text))
     cfg = load_config(path)
-    result = run_pipeline(cfg, console=err_console)
+    try:
+        result = run_pipeline(cfg, console=err_console)
+    except KeyboardInterrupt:  # typer would turn it into a silent exit 130
+        err_console.print(f"interrupted; finished stages are cached: `edgeopt run {path}` resumes from them")
+        raise typer.Exit(130) from None
     console.print(results_table(result.records, f"edgeopt compress '{cfg.name}' on {', '.join(cfg.devices)}"))
     console.print(f"config: {path}  results: {result.output / 'results.json'}  report: {result.output / 'report.md'}"
                   f"  cache: {len(result.cache_hits)} reused, {len(result.cache_misses)} computed")

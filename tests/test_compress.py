@@ -26,7 +26,6 @@ def test_compress_writes_its_config_runs_it_names_the_bundle_and_the_config_reru
     weights = Path(reference.__file__).parent / "weights"
     checkpoint = tmp_path / "best.pt"  # the embedded weights, as a user's trained checkpoint
     shutil.copy(weights / "reference.pt", checkpoint)
-    shutil.copy(weights / "reference.json", tmp_path / "best.json")
     run_dir = tmp_path / "run"
     proc = cli("compress", str(checkpoint), "--data", str(synth_dataset), "--targets", "onnxruntime",
                "--max-drop", "2.0", "--out", str(run_dir))
