@@ -425,8 +425,8 @@ def _ship(records: list[dict], devices: list[str]) -> tuple[dict, str] | None:
 
 @app.command("compress")
 def compress_cmd(
-    model: Annotated[str, typer.Argument(help="The trained detector: a .pt (edgeopt train or Ultralytics), an .onnx "
-                                              "file, or 'reference'.")],
+    model: Annotated[str, typer.Argument(help="The trained detector: a .pt checkpoint (see README, 'Bring your own "
+                                              "detector'), an .onnx file, or 'reference'.")],
     data: Annotated[str, typer.Option(help="Its dataset: a YOLO data.yaml (train split calibrates, val split "
                                            "validates), or 'synthetic'.")],
     targets: Annotated[str | None, typer.Option(help="Comma-separated targets (default: every installed one).")]
@@ -439,8 +439,8 @@ def compress_cmd(
                                                                         "recovered by fine-tuning on --data.")] = None,
     input_size: Annotated[int | None, typer.Option(help="Square input size (default: the checkpoint's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<model name>).")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a full-pickle checkpoint "
-                                                                       "(Ultralytics .pt): it runs code.")] = False,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a full-pickle checkpoint (some "
+                                                                       "third-party .pt files): it runs code.")] = False,
 ) -> None:
     """Compress a trained detector in one command: writes the full config (RUN_DIR/config.yaml, to edit and re-run
     with `edgeopt run`), runs it, and names the bundle to ship."""
@@ -519,12 +519,13 @@ def load_config_text(text: str, source: Path):
 
 @app.command("doctor")
 def doctor_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False) -> None:
-    """What is installed: each target's runtime (or the extra to install), Python and torch, the CPU features
-    that matter for int8, and whether the Ultralytics environment exists."""
+    """What is installed: each target's runtime and each model source's package (or the extra to install), Python
+    and torch, the CPU features that matter for int8, and the project's other environments (.venv-*)."""
     import platform
     from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
 
-    from edgeopt.core.registry import TARGETS
+    from edgeopt.core.registry import SOURCES, TARGETS
     from edgeopt.core.version import VERSION
     from edgeopt.devices import agent
     from edgeopt.errors import DependencyError
@@ -547,9 +548,12 @@ def doctor_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the 
             rows[f"target {name}"] = ", ".join(f"{k} {v}" for k, v in target.versions().items())
         except DependencyError as exc:
             rows[f"target {name}"] = f"missing: {exc.message}"
-    ultralytics = Path(".venv-ultralytics/bin/python")
-    rows["ultralytics environment"] = str(ultralytics.parent.parent) if ultralytics.exists() else \
-        "absent (bash scripts/setup_ultralytics.sh for Ultralytics checkpoints)"
+    for entry in (SOURCES.entry(name) for name in SOURCES.names):
+        if entry.extra:  # a source's extra installs the package of the same name
+            rows[f"model source {entry.name}"] = "installed" if find_spec(entry.extra) else \
+                f"missing: pip install 'edgeopt[{entry.extra}]' (see README: some need their own environment)"
+    for python in sorted(Path(".").glob(".venv-*/bin/python")):  # environments set up beside the core one
+        rows[f"environment {python.parent.parent}"] = "present"
     if json_out:
         print(json.dumps(rows, indent=2))
         return
