@@ -417,7 +417,7 @@ def _ship(records: list[dict], devices: list[str]) -> tuple[dict, str] | None:
     if not passed:
         return None
     best = min(passed, key=lambda r: r["latency_ms_median"])
-    drop = f", {best['map50_95_drop'] * 100:+.2f} pt mAP50-95 against the model" \
+    drop = f", mAP50-95 drop {best['map50_95_drop'] * 100:+.2f} pt against the model" \
         if best.get("map50_95_drop") is not None else ""
     return best, (f"fastest of {len(passed)} passed rows on {devices[0]}: {best['latency_ms_median']:.2f} ms"
                   f"{drop} (every passed row is within its precision's mAP budget)")
