@@ -117,8 +117,11 @@ def test_kill_during_export_leaves_no_partial_and_resumes(tmp_path):
 
 def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tmp_path):
     config = write_config(tmp_path, targets=[{"name": "onnxruntime", "precisions": ["int8"]}])
+    # SIGINT back to its default in the child: a test run started in the background inherits it ignored, and
+    # Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "edgeopt.cli", "run", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     export_dir = tmp_path / "run" / "cache" / "export"
     deadline = time.time() + 300
     while time.time() < deadline and not list(export_dir.glob(".*.tmp-*")):
