@@ -42,8 +42,10 @@ def platform_tags(info: dict[str, Any]) -> list[str]:
 
 
 def _host_version(package: str) -> str | None:
+    """This machine's version of ``package``, without a local label (torch's ``2.13.0+cpu`` names a build of
+    this index only; the device's platform has ``2.13.0`` under its own)."""
     try:
-        return version(package)
+        return version(package).split("+")[0]
     except PackageNotFoundError:
         return None
 
