@@ -446,7 +446,7 @@ def compress_cmd(
     with `edgeopt run`), runs it, and names the bundle to ship."""
     import yaml
 
-    from edgeopt.config.load import load_config
+    from edgeopt.config.load import validate_config
     from edgeopt.config.quick import compress_config
     from edgeopt.core.cache import atomic_write
     from edgeopt.pipeline import run_pipeline
@@ -461,10 +461,9 @@ def compress_cmd(
     path = output / "config.yaml"
     text = "# written by edgeopt compress; re-run with: edgeopt run " + str(path) + "\n" + \
         yaml.safe_dump(config, sort_keys=False)
-    load_config_text(text, path)  # a bad option is named before anything is written
+    cfg = validate_config(config, str(path))  # a bad option is named before anything is written
     output.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(text))
-    cfg = load_config(path)
     try:
         result = run_pipeline(cfg, console=err_console)
     except KeyboardInterrupt:  # typer would turn it into a silent exit 130
@@ -491,30 +490,18 @@ def init_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
 ) -> None:
     """Write a commented config with every key at its default, to edit and run with `edgeopt run`."""
+    import yaml
+
+    from edgeopt.config.load import validate_config
     from edgeopt.config.quick import template
     from edgeopt.core.cache import atomic_write
 
     if out.exists() and not force:
         raise ConfigError(f"{out} exists", hint="choose another path or add --force")
     text = template(model, data)
-    load_config_text(text, out)  # what is written validates
+    validate_config(yaml.safe_load(text), str(out))  # what is written validates
     atomic_write(out, lambda tmp: tmp.write_text(text))
     console.print(f"wrote {out}: edit it, then `edgeopt validate {out}` and `edgeopt run {out}`")
-
-
-def load_config_text(text: str, source: Path):
-    """Validate a config's YAML text before it is written (a ConfigError naming the key otherwise)."""
-    import yaml
-
-    from edgeopt.config.load import explain_errors
-    from edgeopt.config.schema import PipelineConfig
-
-    try:
-        return PipelineConfig.model_validate(yaml.safe_load(text))
-    except ValueError as exc:
-        if hasattr(exc, "errors"):
-            raise explain_errors(exc, str(source)) from None  # type: ignore[arg-type]
-        raise
 
 
 @app.command("doctor")
@@ -531,11 +518,10 @@ def doctor_cmd(json_out: Annotated[bool, typer.Option("--json", help="Print the 
     from edgeopt.errors import DependencyError
     from edgeopt.targets import get_target
 
-    described = agent.describe([])
-    int8_flags = ("asimddp", "i8mm", "sve", "sve2", "bf16", "avx2", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    described = agent.describe([])  # its cpu_flags are already the int8-relevant ones (agent.INT8_FLAGS)
     rows: dict[str, str] = {"edgeopt": VERSION, "python": platform.python_version(), "cpu": str(described["cpu"]),
-                            "int8 features": ", ".join(f for f in int8_flags if f in (described["cpu_flags"] or []))
-                            or "none of " + ", ".join(int8_flags)}
+                            "int8 features": ", ".join(described["cpu_flags"]) or
+                            "none of " + ", ".join(agent.INT8_FLAGS)}
     for package in ("torch", "torch-pruning", "ray", "optuna", "pycocotools", "faster-coco-eval"):
         try:
             rows[package] = version(package)

@@ -128,11 +128,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise ConfigError(f"{path} must hold a mapping of config keys, found {type(data).__name__}")
     if "sweep" in data:
         raise ConfigError(f"{path} is a sweep file (it has a 'sweep:' section)", hint=f"edgeopt sweep {path}")
-    data = apply_overrides(data, overrides or [])
+    return validate_config(apply_overrides(data, overrides or []), str(path))
+
+
+def validate_config(data: Any, source: str) -> PipelineConfig:
+    """A config's parsed YAML as a PipelineConfig; a ConfigError naming each bad key (from ``source``)."""
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise explain_errors(exc, str(path)) from None
+        raise explain_errors(exc, source) from None
 
 
 def json_schema() -> dict:

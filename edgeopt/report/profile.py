@@ -56,16 +56,19 @@ class Profile:
     """One bundle's profile: its operators (ms per inference) and the end-to-end latency timed beside them."""
 
     label: str
-    ops: list[dict[str, Any]]
+    ops: list[dict[str, Any]]  # kept most time first
     latency_ms: float
     unavailable: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", sorted(self.ops, key=lambda op: -op["ms"]))
 
     @classmethod
     def from_figures(cls, label: str, figures: dict[str, Any]) -> Profile:
         """From the JSON of ``run.py --bench --profile``."""
         profile = figures.get("profile") or {}
-        return cls(label, sorted((normalised(op) for op in profile.get("ops") or []), key=lambda op: -op["ms"]),
-                   float(figures["latency_ms_median"]), profile.get("unavailable"))
+        return cls(label, [normalised(op) for op in profile.get("ops") or []], float(figures["latency_ms_median"]),
+                   profile.get("unavailable"))
 
     @property
     def profiled_ms(self) -> float:
@@ -76,10 +79,6 @@ class Profile:
     def coverage(self) -> float | None:
         """Profiled time over the end-to-end median (1.0 = every millisecond is attributed to an operator)."""
         return self.profiled_ms / self.latency_ms if self.ops and self.latency_ms > 0 else None
-
-    def ranked(self) -> list[dict[str, Any]]:
-        """The operators, most time first."""
-        return sorted(self.ops, key=lambda op: -op["ms"])
 
     def share(self, op: dict[str, Any]) -> float:
         """An operator's share of the profiled time."""
@@ -104,7 +103,7 @@ class Profile:
         return {"label": self.label, "latency_ms_median": self.latency_ms, "profiled_ms": self.profiled_ms,
                 "coverage": self.coverage, "unavailable": self.unavailable, "operators": len(self.ops),
                 "by_kind_ms": self.by_kind(), "by_type_ms": self.by_type(),
-                "top": [{**op, "share": self.share(op)} for op in self.ranked()[:top]]}
+                "top": [{**op, "share": self.share(op)} for op in self.ops[:top]]}
 
 
 def profile_table(profile: Profile, top: int) -> Table:
@@ -115,7 +114,7 @@ def profile_table(profile: Profile, top: int) -> Table:
     for name, justify in (("operator", "left"), ("type", "left"), ("precision", "left"), ("ms", "right"),
                           ("share", "right"), ("calls", "right")):
         table.add_column(name, justify=justify)
-    for op in profile.ranked()[:top]:
+    for op in profile.ops[:top]:
         table.add_row(op["name"], op["type"], op["precision"], f"{op['ms']:.3f}", f"{profile.share(op):.1%}",
                       f"{op['calls']:g}")
     return table
@@ -147,7 +146,7 @@ def findings(base: Profile, other: Profile) -> list[str]:
     kinds = other.by_kind()
     total = other.profiled_ms or 1.0
     if kinds["float compute"] > 0.2 * total:
-        kept = [op for op in other.ranked() if kind_of(op) == "float compute"][:3]
+        kept = [op for op in other.ops if kind_of(op) == "float compute"][:3]
         lines.append(f"{kinds['float compute']:.2f} ms ({kinds['float compute'] / total:.0%}) of {other.label} still "
                      f"runs in float, most in: {', '.join(op['name'] for op in kept)}")
     if kinds["quantize / layout"] > 0.1 * total:
