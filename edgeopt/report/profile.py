@@ -44,6 +44,17 @@ def normalised(op: dict[str, Any]) -> dict[str, Any]:
     return {**op, "type": kind, "precision": precision}
 
 
+def distinct_names(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operators with a name met again suffixed ``[2]``, ``[3]``...: runtimes may repeat names (ncnn layers,
+    XNNPACK operators numbered per partition), and each is a row of its own."""
+    seen: dict[str, int] = {}
+    named = []
+    for op in ops:
+        seen[op["name"]] = seen.get(op["name"], 0) + 1
+        named.append(op if seen[op["name"]] == 1 else {**op, "name": f"{op['name']} [{seen[op['name']]}]"})
+    return named
+
+
 def kind_of(op: dict[str, Any]) -> str:
     """Where an operator's time counts: int8 compute, float compute, or quantize / layout overhead."""
     if op.get("type") in OVERHEAD_TYPES or op.get("precision") in ("quantize", "layout"):
@@ -67,8 +78,8 @@ class Profile:
     def from_figures(cls, label: str, figures: dict[str, Any]) -> Profile:
         """From the JSON of ``run.py --bench --profile``."""
         profile = figures.get("profile") or {}
-        return cls(label, [normalised(op) for op in profile.get("ops") or []], float(figures["latency_ms_median"]),
-                   profile.get("unavailable"))
+        return cls(label, distinct_names([normalised(op) for op in profile.get("ops") or []]),
+                   float(figures["latency_ms_median"]), profile.get("unavailable"))
 
     @property
     def profiled_ms(self) -> float:

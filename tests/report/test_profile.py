@@ -96,3 +96,9 @@ def test_report_section_lists_each_profiled_row():
            "int8 compute 2.00 ms (fp32 0.00), float compute 4.00 ms (fp32 10.00), quantize / layout 3.00 ms (fp32 0.00)" \
            in text
     assert profile_lines([rows[2]]) == []
+
+
+def test_repeated_operator_names_become_rows_of_their_own():
+    ops = [_op("split", "Split", "fp32", 1.0), _op("split", "Split", "fp32", 2.0), _op("conv", "Conv", "fp32", 3.0)]
+    profile = Profile.from_figures("x", {"latency_ms_median": 6.0, "profile": {"ops": ops}})
+    assert [op["name"] for op in profile.ops] == ["conv", "split [2]", "split"]

@@ -62,7 +62,7 @@ def profile(model_dir: Path, manifest: dict, threads: int, batch, warmup: int, r
             inspector = Inspector(etdump_path=f"{tmp}/run.etdp")
         finally:
             logging.disable(logging.NOTSET)
-    ops, seen = [], {}
+    ops = []
     for block in inspector.event_blocks:
         for event in block.events:
             if event.name in WRAPPER_EVENTS or event.perf_data is None:
@@ -75,8 +75,6 @@ def profile(model_dir: Path, manifest: dict, threads: int, batch, warmup: int, r
             delegated = bool(event.is_delegated_op)
             kind = event.name if delegated else (list(event.op_types or []) or [event.name])[0]
             # XNNPACK numbers operators per delegated partition: a name met again is another partition's operator
-            seen[event.name] = seen.get(event.name, 0) + 1
-            name = event.name if seen[event.name] == 1 else f"{event.name} [{seen[event.name]}]"
-            ops.append({"name": name, "type": kind, "precision": None if delegated else "fp32",
+            ops.append({"name": event.name, "type": kind, "precision": None if delegated else "fp32",
                         "ms": float(sum(timed) / runs), "calls": round(len(timed) / runs)})
     return ops

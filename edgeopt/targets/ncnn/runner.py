@@ -99,9 +99,7 @@ def profile(model_dir: Path, manifest: dict, threads: int, batch, warmup: int, r
             again = time.perf_counter()
             if call >= warmup:
                 totals[i] += max(0.0, (computed - start) - (again - computed))
-    ops, seen = [], {}
-    for (kind, name, _, int8), total in zip(layers, totals):
-        seen[name] = seen.get(name, 0) + 1  # layer names may repeat (two "splitncnn_0" seen): one row each
-        ops.append({"name": name if seen[name] == 1 else f"{name} [{seen[name]}]", "type": kind,
-                    "precision": "int8" if int8 else float_kind, "ms": float(total / runs * 1000.0), "calls": 1})
-    return ops
+    # layer names may repeat (two "splitncnn_0" seen): each stays its own row
+    return [{"name": name, "type": kind, "precision": "int8" if int8 else float_kind,
+             "ms": float(total / runs * 1000.0), "calls": 1}
+            for (kind, name, _, int8), total in zip(layers, totals)]
