@@ -45,8 +45,8 @@ def normalised(op: dict[str, Any]) -> dict[str, Any]:
 
 
 def distinct_names(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The operators with a name met again suffixed ``[2]``, ``[3]``...: runtimes may repeat names (ncnn layers,
-    XNNPACK operators numbered per partition), and each is a row of its own."""
+    """The operators with a name met again suffixed ``[2]``, ``[3]``...: runtimes may repeat names (a converter's
+    layer names, XNNPACK operators numbered per partition), and each is a row of its own."""
     seen: dict[str, int] = {}
     named = []
     for op in ops:
