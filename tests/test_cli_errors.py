@@ -191,3 +191,17 @@ def test_max_drop_without_a_labelled_validation_set_and_an_unknown_head(tmp_path
     (tmp_path / "head").mkdir()
     head = _edit(write_config(tmp_path / "head"), lambda c: c["model"].update(head="sideways"))
     assert_clean_failure(edgeopt("run", str(head)), "model.head")
+
+
+def test_an_impossible_recovery_is_refused_before_any_work(tmp_path):
+    """finetune needs labels: asked for on a folder of unlabelled images, the run stops in preflight, before
+    pruning or any other stage ran, and nothing was written."""
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 48), (40 * i, 90, 30)).save(images / f"{i}.jpg")
+    cfg = _edit(write_config(tmp_path), lambda c: c.update(
+        stages=["calibrate", "quantize", "prune", "export"],
+        prune={"ratio": 0.2, "recovery": {"mode": "finetune", "epochs": 1, "data": {"path": str(images)}}}))
+    assert_clean_failure(edgeopt("run", str(cfg)), "finetune needs labelled prune.recovery.data", "use distill")
+    assert not (tmp_path / "run").exists()

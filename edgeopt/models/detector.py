@@ -84,12 +84,16 @@ class PruningHints:
 
 @dataclass(frozen=True)
 class TrainingHooks:
-    """For a family edgeopt can train with labels: ``raw_forward(model, x)`` gives the raw head outputs its loss
-    reads, ``deploy(raw, size)`` turns them into the deployable output, ``save(model, path)`` writes a standalone
-    checkpoint of a trained (or pruned) model."""
+    """For a family edgeopt can fine-tune with labels: ``raw_forward(model, x)`` gives the raw head outputs its
+    loss reads; ``deploy(model, raw, size)`` turns them into the deployable output of every head branch (as
+    :func:`edgeopt.models.pruning.head_outputs` lists them); ``loss(model, raw, targets, size)`` is the family's
+    own detection loss, targets being ``(K, 5)`` tensors of (class, x1, y1, x2, y2) in input pixels (None:
+    edgeopt's loss on ``(box, logit)`` pairs); ``save(model, path)`` writes a standalone checkpoint of a trained
+    (or pruned) model."""
 
     raw_forward: Callable[[Any, Any], Any]
-    deploy: Callable[[Any, int], Any]
+    deploy: Callable[[Any, Any, int], list[Any]]
+    loss: Callable[[Any, Any, list[Any], int], Any] | None = None
     save: Callable[[Any, Path], Any] | None = None
 
 

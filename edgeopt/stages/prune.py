@@ -24,7 +24,7 @@ from edgeopt.errors import ConfigError, missing_extra
 from edgeopt.models.checkpoint import load_pruned, save_pruned
 from edgeopt.models.detector import Detector, torch_infer
 from edgeopt.models.pruning import count, prune_to_target
-from edgeopt.training.recover import recover
+from edgeopt.training.recover import recover, recovery_mode
 from edgeopt.training.train import evaluate_model
 
 
@@ -93,6 +93,7 @@ class PruneStage(Stage):
             raise ConfigError(f"the 'prune' stage needs a torch model; {ctx.detector.source} is an "
                               f"{ctx.detector.kind} model",
                               hint="drop 'prune' from stages, or give the torch model (.pt or 'module:factory')")
+        recovery_mode(ctx.config.prune, ctx.recovery_set, self._source(ctx).training)  # refused before any work
 
     def key(self, ctx: Any, item: Any) -> str:
         cfg = ctx.config.prune

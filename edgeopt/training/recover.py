@@ -46,6 +46,17 @@ def recovery_mode(cfg: Any, train_set: Any, training: TrainingHooks | None) -> s
     return mode
 
 
+def _to_float(raw: Any) -> Any:
+    """``raw`` (tensors in dicts, lists, tuples) with every tensor in float32."""
+    if isinstance(raw, torch.Tensor):
+        return raw.float()
+    if isinstance(raw, dict):
+        return {k: _to_float(v) for k, v in raw.items()}
+    if isinstance(raw, (list, tuple)):
+        return type(raw)(_to_float(v) for v in raw)
+    return raw
+
+
 def _step_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor, targets: list, size: int, mode: str,
                training: TrainingHooks | None, loss_fn: DetectionLoss) -> torch.Tensor:
     """One batch's loss: the teacher's outputs guide both modes; labels add the detector's own loss."""
@@ -54,12 +65,14 @@ def _step_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor, targets:
             teacher_outs = [y.float() for y in head_outputs(teacher, x)]
         if training is not None:  # one forward pass serves both losses
             raw = training.raw_forward(student, x)
-            outs = [training.deploy(raw, size)]
+            outs = training.deploy(student, raw, size)
         else:
             outs = head_outputs(student, x)
-        loss = sum(distill_loss(o.float(), t) for o, t in zip(outs, teacher_outs))
-        if mode == "finetune":
+        loss = sum(distill_loss(o.float(), t) for o, t in zip(outs, teacher_outs, strict=True))
+        if mode == "finetune" and training.loss is None:
             loss = loss + loss_fn(raw, targets, (size, size))[0]
+    if mode == "finetune" and training.loss is not None:  # a family's own loss, in float32 as its trainer runs it
+        loss = loss + training.loss(student, _to_float(raw), targets, size)
     return loss
 
 

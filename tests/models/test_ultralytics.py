@@ -185,21 +185,25 @@ def test_int8_meets_a_half_point_budget_with_no_hand_written_rule(arch, target, 
 # asserted below), and its ~9 minutes kept CI over its time budget
 @pytest.mark.parametrize("arch", [by_model("yolov8n"), by_model("yolo11n", pytest.mark.slow)])
 def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_data, tmp_path):
-    """C2f/C3k2 normalised, head and attention kept, distilled without Ultralytics' trainer, then every target."""
+    """C2f/C3k2 normalised, head and attention kept, recovered without Ultralytics' trainer, then every target.
+
+    YOLOv8n: ``recovery.mode: auto`` with labelled data fine-tunes with Ultralytics' own loss (plus distillation
+    from the unpruned model); YOLO11n: distillation alone."""
+    mode = "auto" if arch == "yolov8n" else "distill"
     pruned = write_config(tmp_path / "pruned.yaml", train_yolo(arch, 40), yolo_data,
                           ["calibrate", "quantize", "prune", "export"],
-                          # BN scale (network slimming) keeps these nano models best; distillation at a low rate,
+                          # BN scale (network slimming) keeps these nano models best; recovery at a low rate,
                           # 8 epochs of the 64 training images (32 steps)
                           prune={"ratio": 0.2, "importance": "bn_scale",
-                                 "recovery": {"mode": "distill", "epochs": 8, "lr": 2e-4, "batch": 16,
+                                 "recovery": {"mode": mode, "epochs": 8, "lr": 2e-4, "batch": 16,
                                               "data": {"path": str(yolo_data), "split": "train"}}})
     result = run_pipeline(load_config(pruned))
     report = result.run_info["prune"]
     print(f"{arch} pruned: MACs {report['before']['macs'] / 1e6:.0f}M -> {report['after_recovery']['macs'] / 1e6:.0f}M, "
           f"mAP50-95 {report['before']['map50_95']:.4f} -> {report['after_prune']['map50_95']:.4f} -> "
-          f"{report['after_recovery']['map50_95']:.4f} after distillation")
+          f"{report['after_recovery']['map50_95']:.4f} after {report['recovery']['mode']}")
     assert report["macs_reduction"] > 0.1
-    assert report["recovery"]["mode"] == "distill"
+    assert report["recovery"]["mode"] == ("finetune" if arch == "yolov8n" else "distill")
     # distillation recovers accuracy, and the model still detects, so the parity below compares real boxes
     assert report["after_recovery"]["map50_95"] >= report["after_prune"]["map50_95"] + 0.02
     assert len(result.records) == 2 * len(TARGETS)
@@ -215,6 +219,28 @@ def test_pruned_and_distilled_exports_to_every_target(arch, train_yolo, yolo_dat
     else:  # measured: the distilled YOLO11n (mAP 0.103) scores 0.002-0.042 at most on the 16 parity images, so
         # no detection is left to compare; the gate says so instead of passing on nothing (as it once did)
         assert [r["status"] for r in result.records] == ["unverified"] * len(result.records), result.records
+
+
+@pytest.mark.parametrize("arch", ["yolov8n", "yolo26n"])
+def test_label_fine_tuning_uses_ultralytics_own_loss(arch, yolo_env):
+    """The recovery loss of an Ultralytics detector is the one its trainer computes (``DetectionModel.loss``:
+    v8DetectionLoss, or E2ELoss with both heads for YOLO26) on the same batch, and it trains the model."""
+    from ultralytics import YOLO
+
+    from edgeopt.models.sources.ultralytics.training import TRAINING, ultralytics_batch
+    from edgeopt.models.sources.ultralytics.wrapper import UltralyticsDetector
+
+    torch.manual_seed(0)
+    model = UltralyticsDetector(YOLO(f"{arch}.yaml").model, SIZE).train()
+    x = torch.rand(2, 3, SIZE, SIZE)
+    targets = [torch.tensor([[0, 10, 20, 60, 90.0], [3, 80, 80, 150, 120]]), torch.zeros(0, 5)]
+    raw = TRAINING.raw_forward(model, x)
+    ours = TRAINING.loss(model, raw, targets, SIZE)
+    theirs, _ = model.model.loss(ultralytics_batch(targets, SIZE), raw)
+    assert torch.allclose(ours, theirs.sum()), (ours, theirs)
+    assert len(TRAINING.deploy(model, raw, SIZE)) == (2 if arch == "yolo26n" else 1)
+    ours.backward()
+    assert model.model.model[0].conv.weight.grad.abs().sum() > 0
 
 
 def _cached_manifest(result, row) -> dict:

@@ -15,7 +15,8 @@ from edgeopt.models.sources.reference.network import deployable_output
 # the stem sees the image and the head's channel counts are tied to the decode: kept unless the config says
 PRUNING = PruningHints(keep=("stem.*", "heads.*"))
 TRAINING = TrainingHooks(raw_forward=lambda model, x: model.forward_raw(x),
-                         deploy=lambda raw, size: deployable_output(raw, size, size), save=save_detector)
+                         deploy=lambda model, raw, size: [deployable_output(raw, size, size)],
+                         save=save_detector)
 
 
 def load_reference(path: Path, cfg: Any) -> Detector:

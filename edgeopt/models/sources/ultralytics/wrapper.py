@@ -99,6 +99,11 @@ class UltralyticsDetector(nn.Module):
         Pruning traces these so the one-to-one branch's inputs shrink with the neck; distillation matches them
         so that branch keeps up with the changed features.
         """
+        return self.dense(self.raw(x))
+
+    def raw(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The head's raw predictions, what Ultralytics' loss reads: ``{"boxes", "scores", "feats"}``, or that
+        per branch under ``one2many`` / ``one2one``."""
         head = self.head
         head.export = False
         self._anchors(x.shape[0])
@@ -106,10 +111,14 @@ class UltralyticsDetector(nn.Module):
             out = self.model(x)
         finally:
             head.export = True
-        preds = out if head.training else out[1]
-        branches = [preds["one2many"], preds["one2one"]] if "one2many" in preds else [preds]
-        dense = [head._inference(p) for p in branches]
-        return [boxes_over_size(y, self.input_size) for y in dense]
+        return out if head.training else out[1]
+
+    def dense(self, raw: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Every branch of ``raw`` decoded to the deployable layout (boxes divided by the input size)."""
+        head = self.head
+        branches = [raw["one2many"], raw["one2one"]] if "one2many" in raw else [raw]
+        self._anchors(branches[0]["boxes"].shape[0])
+        return [boxes_over_size(head._inference(p), self.input_size) for p in branches]
 
 
 def has_one2one(head: nn.Module) -> bool:
