@@ -4,6 +4,7 @@ sweep), results rewritten after each point so a killed sweep keeps what it measu
 from __future__ import annotations
 
 import csv
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,12 @@ def run_point(point: Point, result: SweepResult, console: Console, use_cache: bo
             raise EdgeoptError(failed)
         run = run_pipeline(config, use_cache=use_cache, console=console, cache_dir=result.output / "cache")
     except EdgeoptError as exc:  # this point only: the sweep goes on
-        console.print(f"[bold red]point failed:[/] {exc.message}")
-        rows = [{**_tags(point), "target": "-", "precision": "-", "status": "failed", "reason": exc.message}]
+        rows = _failed(point, exc.message, console)
+    except Exception as exc:  # an unexpected error on this point's path (a bug): recorded whole, the sweep goes on
+        log = result.output / "points" / f"{point.id}.error.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        rows = _failed(point, f"unexpected error: {type(exc).__name__}: {exc} (traceback in {log})", console)
     else:
         result.reused += len(run.cache_hits)
         result.computed += len(run.cache_misses)
@@ -77,6 +82,12 @@ def run_point(point: Point, result: SweepResult, console: Console, use_cache: bo
     result.rows += rows
     write_sweep(result)
     return rows
+
+
+def _failed(point: Point, reason: str, console: Console) -> list[dict[str, Any]]:
+    """The one row of a point that failed, with its reason."""
+    console.print(f"[bold red]point failed:[/] {reason}")
+    return [{**_tags(point), "target": "-", "precision": "-", "status": "failed", "reason": reason}]
 
 
 def _tags(point: Point) -> dict[str, Any]:

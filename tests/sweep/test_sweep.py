@@ -264,6 +264,24 @@ def test_a_failing_point_is_a_failed_row_and_the_sweep_goes_on(sweep_file, tmp_p
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"] == json.loads(json.dumps(result.rows))
 
 
+def test_an_unexpected_error_fails_its_point_with_the_traceback_kept(sweep_file, tmp_path, monkeypatch):
+    import edgeopt.sweep.run as sweep_run
+
+    section, base, source = read_sweep(sweep_file)
+    points = expand(section, base, source)
+
+    def broken(config, **kwargs):
+        raise TypeError("<lambda>() takes 2 positional arguments but 3 were given")
+
+    monkeypatch.setattr(sweep_run, "run_pipeline", broken)
+    result = run_sweep(points, list(section.axes), tmp_path / "out", Console(stderr=True))
+    assert [r["status"] for r in result.rows] == ["failed"] * len(points)
+    for row, point in zip(result.rows, points):
+        assert row["reason"].startswith("unexpected error: TypeError: <lambda>() takes 2"), row
+        assert "Traceback" in (tmp_path / "out" / "points" / f"{point.id}.error.log").read_text()
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["rows"] == json.loads(json.dumps(result.rows))
+
+
 def test_a_killed_sweep_resumes_where_it_stopped(swept, sweep_file, tmp_path, monkeypatch):
     import edgeopt.sweep.run as sweep_run
 
