@@ -31,6 +31,7 @@ from edgeopt.devices.local import LocalDevice
 from edgeopt.errors import ConfigError, DeviceError, EdgeoptError, ParityError
 from edgeopt.models.sources import load_model
 from edgeopt.report.profile import Profile
+from edgeopt.report.pruning import pruning_warnings
 from edgeopt.report.results import PARITY_COLUMNS, PROFILE_TOP, write_results
 from edgeopt.stages.context import Bundle, RunContext
 from edgeopt.stages.accuracy import search_problem, search_summary
@@ -80,6 +81,8 @@ def _finish(ctx: RunContext) -> RunResult:
                 "output": str(config.output_dir), "prune": ctx.prune_report,
                 "quantize": {"outlier_layers": ctx.plan.outlier_layers} if ctx.plan else None}
     write_results(config.output_dir, run_info, records)
+    for warning in pruning_warnings(ctx.prune_report, records):
+        ctx.console.print(f"[yellow]{escape(warning)}[/]")
     return RunResult(config.output_dir, records, run_info, ctx.cache.hits, ctx.cache.misses)
 
 

@@ -129,12 +129,27 @@ class RecoveryConfig(Strict):
     val_images: int = Field(200, ge=1, description="Validation images for best-checkpoint selection")
 
 
+class LatencyConfig(Strict):
+    """The artifact whose measured latency ``prune.target_speedup`` is judged on."""
+
+    target: str | None = Field(None, description="A configured target (default: the first)")
+    precision: str | None = Field(None, description="One of that target's precisions (default: int8 if configured, "
+                                                    "else its first)")
+    device: str | None = Field(None, description="A configured device (default: the first)")
+    threads: int = Field(1, ge=1)
+    runs: int = Field(30, ge=5, description="Timed runs per measurement (the median is used)")
+
+
 class PruneConfig(Strict):
     """Structured (channel) pruning with torch-pruning, then recovery."""
 
     ratio: float | None = Field(0.3, ge=0.0, lt=1.0, description="Channel pruning ratio per layer group")
     target_macs_reduction: float | None = Field(None, gt=0.0, lt=1.0,
                                                 description="Instead of ratio: prune until MACs fall by this fraction")
+    target_speedup: float | None = Field(None, gt=0.0, lt=1.0, description=(
+        "Instead of ratio: prune until the artifact of prune.latency, measured on its device, runs in this fraction "
+        "of the unpruned one's latency (0.75: 25% faster)"))
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
     allocation: Literal["uniform", "global"] = "uniform"
     round_to: int | None = Field(None, ge=1, description="Channel multiple; default from the quantization plan (8)")
@@ -256,7 +271,24 @@ class PipelineConfig(Strict):
             raise ValueError("list at least one target")
         if "benchmark" in self.stages and self.benchmark.map and self.data.validation is None:
             raise ValueError("benchmark.map needs data.validation (a labelled dataset)")
+        if self.prune.target_speedup is not None:
+            self._check_latency_artifact()
         return self
+
+    def _check_latency_artifact(self) -> None:
+        """prune.latency names a configured target and one of its precisions (its device is checked once the
+    profiles are read)."""
+        if self.prune.target_macs_reduction is not None:
+            raise ValueError("prune: give target_speedup or target_macs_reduction, not both")
+        latency = self.prune.latency
+        names = [t.name for t in self.targets]
+        if latency.target is not None and latency.target not in names:
+            raise ValueError(f"prune.latency.target '{latency.target}' is not a configured target "
+                             f"({', '.join(names)})")
+        section = self.targets[names.index(latency.target)] if latency.target else self.targets[0]
+        if latency.precision is not None and latency.precision not in section.precisions:
+            raise ValueError(f"prune.latency.precision '{latency.precision}' is not configured for "
+                             f"'{section.name}' ({', '.join(section.precisions)})")
 
     @field_validator("device")
     @classmethod

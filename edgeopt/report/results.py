@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgeopt.core.cache import write_json_atomic
 from edgeopt.report.profile import KINDS
+from edgeopt.report.pruning import prune_lines
 
 PROFILE_TOP = 10  # operators per profiled row in results.json and report.md
 
@@ -206,6 +207,7 @@ def write_results(out: Path, run_info: dict[str, Any], records: list[dict[str, A
     if _plot(records, out / "pareto.png"):
         front = ", ".join(f"{r['target']} {r['precision']} ({r.get('device')})" for r in pareto_front(records))
         lines += ["", "## Latency vs accuracy", "", f"Pareto front: {front}", "", "![pareto](pareto.png)"]
+    lines += prune_lines(run_info.get("prune"), records)
     lines += search_lines(records, out)
     lines += profile_lines(records)
     lines += ["", "## Versions", ""] + [f"- {k}: {v}" for k, v in run_info["versions"].items()]

@@ -24,6 +24,7 @@ from edgeopt.errors import ConfigError, missing_extra
 from edgeopt.models.checkpoint import load_pruned, save_pruned
 from edgeopt.models.detector import Detector, torch_infer
 from edgeopt.models.pruning import count, prune_to_target
+from edgeopt.stages.prune_latency import latency_artifact, ratio_for_speedup
 from edgeopt.training.recover import recover, recovery_mode
 from edgeopt.training.train import evaluate_model
 
@@ -52,8 +53,10 @@ def _figures(model: Any, size: int, evaluate: Callable[[Any], dict]) -> dict[str
 
 
 def prune_detector(detector: Detector, cfg: Any, channel_multiple: int, calib: Any, train_set: Any, val_set: Any,
-                   out_dir: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Prune + recover ``detector.module``; write ``pruned_model.pt`` and ``prune.json`` (before/after figures)."""
+                   out_dir: Path, log: Callable[[str], None] = print,
+                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Prune + recover ``detector.module``; write ``pruned_model.pt`` and ``prune.json`` (before/after figures,
+    and ``extra``)."""
     size = detector.input_size
     round_to = cfg.round_to or channel_multiple
 
@@ -76,7 +79,7 @@ def prune_detector(detector: Detector, cfg: Any, channel_multiple: int, calib: A
         detector.training.save(student, out_dir / "pruned.pt")  # a file `edgeopt eval` opens on its own
     report = {"ratio": ratio, "round_to": round_to, "importance": cfg.importance, "allocation": cfg.allocation,
               "macs_reduction": 1 - after["macs"] / before["macs"], "before": before, "after_prune": after_prune,
-              "after_recovery": after, "recovery": recovery}
+              "after_recovery": after, "recovery": recovery, **(extra or {})}
     (out_dir / "prune.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -94,6 +97,21 @@ class PruneStage(Stage):
                               f"{ctx.detector.kind} model",
                               hint="drop 'prune' from stages, or give the torch model (.pt or 'module:factory')")
         recovery_mode(ctx.config.prune, ctx.recovery_set, self._source(ctx).training)  # refused before any work
+        if ctx.config.prune.target_speedup is not None:
+            self._check_latency_artifact(ctx)
+
+    @staticmethod
+    def _check_latency_artifact(ctx: Any) -> None:
+        """The artifact prune.target_speedup is measured on can be made and run in this run."""
+        artifact = latency_artifact(ctx)
+        needed = {"calibrate", "quantize"} if artifact.precision == "int8" else {"calibrate"}
+        if not needed <= set(ctx.config.stages):
+            raise ConfigError(f"prune.target_speedup measures {artifact.target.name} {artifact.precision}, which "
+                              f"needs the {' and '.join(sorted(needed))} stage(s)")
+        reason = artifact.target.precision_unsupported(artifact.precision)
+        if reason:
+            raise ConfigError(f"prune.target_speedup cannot measure {artifact.target.name} {artifact.precision}: "
+                              f"{reason}", hint="set prune.latency to another target or precision")
 
     def key(self, ctx: Any, item: Any) -> str:
         cfg = ctx.config.prune
@@ -101,7 +119,15 @@ class PruneStage(Stage):
         # key is free of the exported size, so points differing only in model.input_size share the pruned model
         calib_key = ctx.calib_key if cfg.importance == "taylor" else None
         return stable_hash("prune", cfg.model_dump(), self._source(ctx).key, self._multiple(ctx),
-                           ctx.data_key, calib_key, ctx.versions["torch"], self.code(__name__))
+                           ctx.data_key, calib_key, ctx.versions["torch"], self.code(__name__),
+                           self._latency_key(ctx) if cfg.target_speedup is not None else None)
+
+    @staticmethod
+    def _latency_key(ctx: Any) -> Any:
+        """What the measured ratio depends on besides the config: the device, the runtimes, the exported model."""
+        artifact = latency_artifact(ctx)
+        return (ctx.device_infos.get(artifact.device.name), ctx.versions, ctx.detector.key, ctx.calib_key,
+                ctx.plan.to_dict() if ctx.plan else None)
 
     @staticmethod
     def _source(ctx: Any) -> Any:
@@ -113,8 +139,13 @@ class PruneStage(Stage):
         return ctx.plan.channel_multiple if ctx.plan else 8
 
     def run(self, ctx: Any, item: Any, out: Path) -> None:
-        prune_detector(self._source(ctx), ctx.config.prune, self._multiple(ctx), ctx.calib, ctx.recovery_set,
-                       ctx.validation, out, log=ctx.console.print)
+        cfg, source, extra = ctx.config.prune, self._source(ctx), None
+        if cfg.target_speedup is not None:  # the ratio the latency target needs, measured; then prune at it
+            latency = ratio_for_speedup(ctx, source, cfg.round_to or self._multiple(ctx), self.code(__name__),
+                                        ctx.console.print)
+            cfg, extra = cfg.model_copy(update={"ratio": latency["ratio"], "target_speedup": None}), {"latency": latency}
+        prune_detector(source, cfg, self._multiple(ctx), ctx.calib, ctx.recovery_set, ctx.validation, out,
+                       log=ctx.console.print, extra=extra)
 
     def load(self, ctx: Any, item: Any, out: Path) -> None:
         ctx.prune_report = json.loads((out / "prune.json").read_text())

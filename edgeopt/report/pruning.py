@@ -1,0 +1,74 @@
+"""What pruning bought: MACs, parameters and accuracy before and after, and, when the ratio was chosen by a
+latency target, the measured latencies, checked against the shipped artifact's own benchmark."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _m(value: float) -> str:
+    return f"{value / 1e6:.1f}"
+
+
+def shipped_against_unpruned(report: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The benchmarked rows of the artifact the latency target was set on (target, precision, device, threads),
+    each with its latency as a fraction of the unpruned artifact's, measured on the same device."""
+    latency = report.get("latency")
+    if not latency:
+        return []
+    rows = []
+    for r in records:
+        same = (r.get("target"), r.get("precision"), r.get("device"), r.get("threads")) == (
+            latency["target"], latency["precision"], latency["device"], latency["threads"])
+        if same and r.get("latency_ms_median") is not None:
+            rows.append({**r, "speedup": r["latency_ms_median"] / latency["unpruned_ms"]})
+    return rows
+
+
+def pruning_warnings(report: dict[str, Any] | None, records: list[dict[str, Any]]) -> list[str]:
+    """A line for every shipped-artifact measurement that misses the latency target or is slower than unpruned."""
+    if not report or not report.get("latency"):
+        return []
+    latency, lines = report["latency"], []
+    for r in shipped_against_unpruned(report, records):
+        what = f"pruned {r['target']} {r['precision']} on {r['device']} ({r['threads']} thread(s))"
+        if r["speedup"] >= 1.0:
+            lines.append(f"{what} is slower than unpruned: {r['latency_ms_median']:.2f} ms against "
+                         f"{latency['unpruned_ms']:.2f} ms ({r['speedup']:.2f}x)")
+        elif r["speedup"] > latency["target_speedup"]:
+            lines.append(f"{what} misses prune.target_speedup {latency['target_speedup']:g} in the benchmark: "
+                         f"{r['speedup']:.2f}x of unpruned (the search measured {latency['speedup']:.2f}x)")
+    return lines
+
+
+def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) -> list[str]:
+    """The report's pruning section (empty without pruning)."""
+    if not report:
+        return []
+    recovery = report["recovery"]
+    done = f"after recovery ({recovery['mode']}, {recovery['epochs']} epoch(s))" if recovery["mode"] != "none" \
+        else "recovery: none"
+    lines = ["", "## Pruning", "",
+             f"Channel ratio {report['ratio']:.3f} ({report['importance']} importance, {report['allocation']} "
+             f"allocation, channels in multiples of {report['round_to']}): MACs -{report['macs_reduction']:.1%}.", "",
+             "| model | MACs (M) | params (M) | mAP50-95 | torch ms (1 thread) |", "|---|---|---|---|---|"]
+    for label, key in (("unpruned", "before"), ("pruned", "after_prune"), (done, "after_recovery")):
+        f = report[key]
+        lines.append(f"| {label} | {_m(f['macs'])} | {_m(f['params'])} | {f['map50_95']:.4f} | "
+                     f"{f['latency_ms_torch_1thread']:.2f} |")
+    latency = report.get("latency")
+    if latency:
+        what = f"{latency['target']} {latency['precision']} on {latency['device']}, {latency['threads']} thread(s)"
+        lines += ["", f"The ratio was chosen by measured latency ({what}) for prune.target_speedup "
+                      f"{latency['target_speedup']:g}: {latency['unpruned_ms']:.2f} ms unpruned, "
+                      f"{latency['pruned_ms']:.2f} ms at ratio {latency['ratio']:.3f} ({latency['speedup']:.2f}x).",
+                  "", "| ratio | MACs (M) | median ms | x unpruned |", "|---|---|---|---|"]
+        lines += [f"| {t['ratio']:.3f} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} |"
+                  for t in latency["table"]]
+        shipped = shipped_against_unpruned(report, records)
+        if shipped:
+            lines += ["", "Measured again by the benchmark stage (recovered weights, same channel counts): "
+                      + "; ".join(f"{r['latency_ms_median']:.2f} ms ({r['speedup']:.2f}x of unpruned)" for r in shipped)
+                      + "."]
+        lines += [f"- **{w}**" for w in pruning_warnings(report, records)]
+    return lines

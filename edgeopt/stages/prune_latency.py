@@ -1,0 +1,146 @@
+"""``prune.target_speedup``: the pruning ratio chosen by the measured latency of the artifact that ships.
+
+A runtime's latency follows its kernels, not the MAC count: INT8 kernels gain less from a thinner layer than
+float ones, and a graph compiler may fuse what pruning thinned. So candidates are measured, not estimated. The
+latency of a pruned model depends on its channel counts, not on its weights, so each candidate is measured
+straight after pruning (recovery comes once, for the ratio chosen): it is exported to ``prune.latency``'s target
+and precision with the run's quantization plan and calibration, at the exported input size, and timed by the
+bundle's own runner on that device. The ratio is bisected until the median latency is at most
+``target_speedup`` times the unpruned artifact's. Each measurement is a cache entry keyed by the model, the
+pruning settings, the artifact, the device and the versions, so a re-run or another target speedup reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeopt.core.cache import stable_hash
+from edgeopt.core.contracts import Device, Target
+from edgeopt.errors import ConfigError
+from edgeopt.models.checkpoint import load_pruned, save_pruned
+from edgeopt.models.detector import Detector
+from edgeopt.models.pruning import count, prune_once
+from edgeopt.stages.export import export_bundle, export_code
+
+STEPS = 6  # bisection steps over [0, HIGHEST]: the chosen ratio is within 0.015 of the smallest that meets it
+HIGHEST = 0.9
+
+
+@dataclass
+class LatencyArtifact:
+    """The artifact ``prune.target_speedup`` is measured on."""
+
+    target: Target
+    section: Any
+    precision: str
+    device: Device
+    threads: int
+    runs: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"target": self.target.name, "precision": self.precision, "device": self.device.name,
+                "threads": self.threads}
+
+
+def latency_artifact(ctx: Any) -> LatencyArtifact:
+    """``prune.latency`` resolved against the run's targets and devices (defaults: the first target, its int8 if
+    configured, the first device)."""
+    cfg = ctx.config.prune.latency
+    section = next(t for t in ctx.config.targets if t.name == cfg.target) if cfg.target else ctx.config.targets[0]
+    precision = cfg.precision or ("int8" if "int8" in section.precisions else section.precisions[0])
+    devices = {d.name: d for d in ctx.devices}
+    if cfg.device is not None and cfg.device not in devices:
+        raise ConfigError(f"prune.latency.device '{cfg.device}' is not one of the run's devices "
+                          f"({', '.join(devices)})")
+    return LatencyArtifact(ctx.targets[section.name], section, precision,
+                           devices[cfg.device] if cfg.device else ctx.devices[0], cfg.threads, cfg.runs)
+
+
+def search_ratio(measure: Callable[[float], dict[str, Any]], target_speedup: float, steps: int = STEPS,
+                 highest: float = HIGHEST) -> tuple[float, list[dict[str, Any]]]:
+    """The smallest ratio (to the bisection's resolution) whose measured latency is at most ``target_speedup``
+    times the unpruned one's, and every measurement made (``measure(ratio)`` returns ``latency_ms``, ``macs``).
+
+    Raises ConfigError, with the measurements, when even ``highest`` misses the target."""
+    base = measure(0.0)
+    table = [{"ratio": 0.0, **base, "speedup": 1.0}]
+    lo, hi, best = 0.0, highest, None
+    for _ in range(steps):
+        mid = round((lo + hi) / 2, 4)
+        figures = measure(mid)
+        speedup = figures["latency_ms"] / base["latency_ms"]
+        table.append({"ratio": mid, **figures, "speedup": round(speedup, 4)})
+        if speedup <= target_speedup:
+            best, hi = mid, mid
+        else:
+            lo = mid
+    if best is None:
+        measured = ", ".join(f"ratio {r['ratio']:.3f}: {r['speedup']:.2f}x" for r in table[1:])
+        raise ConfigError(f"prune.target_speedup {target_speedup:g} is not met up to ratio {lo:.3f} "
+                          f"(measured {measured})",
+                          hint="raise target_speedup, shrink prune.ignored, or prune for another target")
+    return best, sorted(table, key=lambda r: r["ratio"])
+
+
+def _shipped(ctx: Any, source: Detector, student: Any, scratch: Path) -> Detector:
+    """The pruned ``student`` (pruned at ``source``'s input size) in the detector that is exported."""
+    if source is ctx.detector:
+        return ctx.detector.with_module(student, "latency candidate")
+    save_pruned(student, scratch / "candidate.pt")  # the pruned structure at the exported input size
+    module = load_pruned(scratch / "candidate.pt", ctx.detector.module, ctx.detector.pruning.normalize)
+    return ctx.detector.with_module(module, "latency candidate")
+
+
+def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg: Any, ratio: float,
+                      round_to: int, out: Path) -> dict[str, Any]:
+    """Prune ``source`` at ``ratio`` (0: the model as it is), export it as ``artifact`` in ``out`` and time it on
+    the artifact's device: ``latency_ms`` (median), ``latency_ms_p90``, ``macs``. Only the figures are kept."""
+    scratch = out / "bundle"
+    scratch.mkdir()
+    if ratio == 0.0:
+        detector = ctx.detector
+    else:
+        calib = ctx.calib.images if ctx.calib is not None else None
+        student = prune_once(source.module, cfg, ratio, round_to, source.input_size, calib, source.pruning)
+        detector = _shipped(ctx, source, student, out)
+        (out / "candidate.pt").unlink(missing_ok=True)
+    export_bundle(artifact.target, detector, artifact.precision, ctx.plan, ctx.calib, scratch,
+                  artifact.section.options, ctx.config.parity, {"latency_candidate": ratio})
+    record = artifact.device.bench(scratch, artifact.threads, 5, artifact.runs)
+    figures = {"latency_ms": round(record["latency_ms_median"], 4), "latency_ms_p90": round(record["latency_ms_p90"], 4),
+               "macs": count(detector.module, detector.input_size)[0]}
+    shutil.rmtree(scratch)  # the bundle served its measurement
+    (out / "latency.json").write_text(json.dumps(figures))
+    return figures
+
+
+def ratio_for_speedup(ctx: Any, source: Detector, round_to: int, code: str, log: Callable[[str], None]) -> dict:
+    """Bisect the pruning ratio against measured latency (each measurement cached); the ratio chosen, the
+    artifact, the unpruned latency and the table, for prune.json."""
+    cfg = ctx.config.prune
+    artifact = latency_artifact(ctx)
+    settings = cfg.model_dump(exclude={"ratio", "target_speedup", "target_macs_reduction", "recovery", "latency"})
+    device_info = {k: v for k, v in ctx.device_infos.get(artifact.device.name, {}).items() if k != "name"}
+
+    def measure(ratio: float) -> dict[str, Any]:
+        key = stable_hash("prune-latency", ratio, settings, source.key, ctx.detector.key, round_to,
+                          artifact.describe(), artifact.runs, artifact.section.options.model_dump(),
+                          ctx.plan.to_dict() if ctx.plan and artifact.precision == "int8" else None,
+                          ctx.calib_key, device_info, ctx.versions, code, export_code(artifact.target))
+        path = ctx.cache.build("prune-latency", key,
+                               lambda d: measure_candidate(ctx, artifact, source, cfg, ratio, round_to, d))
+        figures = json.loads((path / "latency.json").read_text())
+        log(f"latency of {artifact.target.name} {artifact.precision} on {artifact.device.name} at pruning ratio "
+            f"{ratio:.3f}: {figures['latency_ms']:.2f} ms")
+        return figures
+
+    ratio, table = search_ratio(measure, cfg.target_speedup)
+    chosen = next(r for r in table if r["ratio"] == ratio)
+    return {**artifact.describe(), "target_speedup": cfg.target_speedup, "ratio": ratio,
+            "unpruned_ms": table[0]["latency_ms"], "pruned_ms": chosen["latency_ms"],
+            "speedup": chosen["speedup"], "table": table}

@@ -1,0 +1,77 @@
+"""prune.target_speedup: the pruning ratio chosen by the measured latency of the artifact that ships."""
+
+import json
+
+import pytest
+import yaml
+
+from edgeopt.config.load import load_config
+from edgeopt.errors import ConfigError
+from edgeopt.pipeline import run_pipeline
+from edgeopt.stages.prune_latency import HIGHEST, search_ratio
+from helpers import write_config
+
+
+def _measure_as(latency_of):
+    calls = []
+
+    def measure(ratio):
+        calls.append(ratio)
+        return {"latency_ms": latency_of(ratio), "macs": int(1e9 * (1 - ratio) ** 2)}
+
+    return measure, calls
+
+
+@pytest.mark.parametrize("target", [0.9, 0.75, 0.5, 0.3])
+def test_the_smallest_ratio_that_meets_the_target_is_chosen(target):
+    measure, calls = _measure_as(lambda r: 10.0 * (1 - r) ** 1.5)
+    ratio, table = search_ratio(measure, target)
+    exact = 1 - target ** (1 / 1.5)  # where the curve crosses the target
+    assert ratio >= exact and ratio - exact <= HIGHEST / 2 ** 6 + 1e-9, (ratio, exact)
+    assert calls[0] == 0.0 and len(calls) == 7
+    assert [t["ratio"] for t in table] == sorted(calls)
+    chosen = next(t for t in table if t["ratio"] == ratio)
+    assert chosen["speedup"] <= target and all(t["speedup"] > target for t in table if t["ratio"] < ratio)
+
+
+def test_a_target_no_ratio_meets_is_refused_with_the_measurements():
+    measure, _ = _measure_as(lambda r: 10.0 - r)  # at most 9% faster
+    with pytest.raises(ConfigError, match=r"target_speedup 0.5 is not met up to ratio 0.886 \(measured ratio 0.450: 0.95x, .*0.91x\)"):
+        search_ratio(measure, 0.5)
+
+
+def test_the_latency_artifact_must_be_configured(tmp_path):
+    base = yaml.safe_load(write_config(tmp_path).read_text())
+    base["stages"] = ["calibrate", "quantize", "prune", "export"]
+    for latency, message in (({"target": "ncnn"}, "prune.latency.target 'ncnn' is not a configured target"),
+                             ({"precision": "fp16"}, "prune.latency.precision 'fp16' is not configured")):
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump({**base, "prune": {"target_speedup": 0.8, "latency": latency}}))
+        with pytest.raises(ConfigError, match=message):
+            load_config(tmp_path / "c.yaml")
+
+
+def test_the_ratio_is_measured_on_the_runtime_and_the_benchmark_checks_it(tmp_path):
+    """ONNX Runtime int8 on this machine: every candidate exported and timed, the ratio meeting 0.8x chosen,
+    recorded in prune.json and the report beside the shipped artifact's own benchmark; a re-run measures
+    nothing again."""
+    cfg = write_config(tmp_path, model={"source": "reference", "input_size": 160},
+                       stages=["calibrate", "quantize", "prune", "export", "benchmark"],
+                       prune={"target_speedup": 0.8, "latency": {"precision": "int8", "runs": 20},
+                              "recovery": {"mode": "none"}})
+    result = run_pipeline(load_config(cfg))
+    latency = result.run_info["prune"]["latency"]
+    assert (latency["target"], latency["precision"], latency["device"]) == ("onnxruntime", "int8", "local")
+    table = latency["table"]
+    assert len(table) == 7 and table[0]["ratio"] == 0.0 and latency["ratio"] > 0
+    assert latency["speedup"] <= 0.8 and result.run_info["prune"]["ratio"] == latency["ratio"]
+    assert all(t["speedup"] > 0.8 for t in table if 0 < t["ratio"] < latency["ratio"])
+    assert [t["macs"] for t in table] == sorted((t["macs"] for t in table), reverse=True)
+    measured = tmp_path / "run" / "cache" / "prune-latency"
+    assert len(list(measured.iterdir())) == 7
+    assert not list(measured.rglob("*.onnx"))  # only the figures are kept
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Pruning" in report and "chosen by measured latency (onnxruntime int8 on local" in report
+    assert "Measured again by the benchmark stage" in report
+    again = run_pipeline(load_config(cfg))
+    assert again.cache_misses == [] and again.run_info["prune"]["latency"] == latency
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["run"]["prune"]["latency"] == latency
