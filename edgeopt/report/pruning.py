@@ -56,6 +56,14 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
         f = report[key]
         lines.append(f"| {label} | {_m(f['macs'])} | {_m(f['params'])} | {f['map50_95']:.4f} | "
                      f"{f['latency_ms_torch_1thread']:.2f} |")
+    measured = report.get("round_to_measured")
+    if measured:
+        what = f"{measured['target']} {measured['precision']} on {measured['device']}, {measured['threads']} thread(s)"
+        lines += ["", f"Channel multiple {measured['round_to']} chosen by measurement ({what}, at ratio "
+                      f"{measured['at_ratio']:.3f}): the fastest per MAC, a larger multiple counting only when "
+                      "3% faster.", "", "| multiple | MACs (M) | median ms | ms per GMAC |", "|---|---|---|---|"]
+        lines += [f"| {t['round_to']} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['ms_per_gmac']:.2f} |"
+                  for t in measured["table"]]
     latency = report.get("latency")
     if latency:
         what = f"{latency['target']} {latency['precision']} on {latency['device']}, {latency['threads']} thread(s)"

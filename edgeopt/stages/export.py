@@ -118,6 +118,22 @@ def export_bundle(target: Target, detector: Detector, precision: str, plan: Any,
     return write_manifest(out_dir, manifest)
 
 
+def pruning_lineage(report: dict[str, Any]) -> dict[str, Any]:
+    """What the manifest records of the pruning behind a bundle: how much, and how its channel multiple and
+    ratio were chosen (by measurement on a runtime, or as configured)."""
+    measured = report.get("round_to_measured")
+    latency = report.get("latency")
+    return {"ratio": report["ratio"], "macs_reduction": report["macs_reduction"], "round_to": report["round_to"],
+            "round_to_chosen_by": f"measured on {latency_of(measured)}" if measured else "config",
+            "ratio_chosen_by": (f"prune.target_speedup {latency['target_speedup']:g} measured on "
+                                f"{latency_of(latency)}") if latency else "config"}
+
+
+def latency_of(figures: dict[str, Any]) -> str:
+    """'<target> <precision> on <device>, N thread(s)' of a latency measurement's description."""
+    return f"{figures['target']} {figures['precision']} on {figures['device']}, {figures['threads']} thread(s)"
+
+
 def export_code(target: Target) -> list[str]:
     """The modules whose code reaches a bundle of ``target`` or its verdict (with what they import): this stage,
     the target and its runner, and every file of the bundle code."""
@@ -216,7 +232,8 @@ class ExportStage(Stage):
 
     def run(self, ctx: Any, item: ExportItem, out: Path) -> None:
         lineage = {"config_hash": ctx.config_hash, "model": item.detector.source, "model_key": item.detector.key,
-                   "calibration_key": ctx.calib_key, "versions": ctx.versions}
+                   "calibration_key": ctx.calib_key, "versions": ctx.versions,
+                   **({"pruning": pruning_lineage(ctx.prune_report)} if ctx.prune_report else {})}
 
         def export(plan: Any) -> Manifest:
             return export_bundle(item.target, item.detector, item.precision, plan, ctx.calib, out,

@@ -24,7 +24,8 @@ from edgeopt.errors import ConfigError, missing_extra
 from edgeopt.models.checkpoint import load_pruned, save_pruned
 from edgeopt.models.detector import Detector, torch_infer
 from edgeopt.models.pruning import count, prune_to_target
-from edgeopt.stages.prune_latency import latency_artifact, ratio_for_speedup
+from edgeopt.stages.prune_latency import (CandidateLatency, latency_artifact, multiple_by_measurement,
+                                          ratio_for_speedup)
 from edgeopt.training.recover import recover, recovery_mode
 from edgeopt.training.train import evaluate_model
 
@@ -84,6 +85,14 @@ def prune_detector(detector: Detector, cfg: Any, channel_multiple: int, calib: A
     return report
 
 
+AUTO_RATIO = 0.3  # where round_to: auto compares multiples when the ratio is not given (a latency or MAC target)
+
+
+def _measures_latency(cfg: Any) -> bool:
+    """True when pruning is driven by measured latency: a speed-up target, or channel multiples chosen by it."""
+    return cfg.target_speedup is not None or cfg.round_to == "auto"
+
+
 class PruneStage(Stage):
     """Prune the float detector and recover its accuracy; later stages export the pruned model."""
 
@@ -97,7 +106,7 @@ class PruneStage(Stage):
                               f"{ctx.detector.kind} model",
                               hint="drop 'prune' from stages, or give the torch model (.pt or 'module:factory')")
         recovery_mode(ctx.config.prune, ctx.recovery_set, self._source(ctx).training)  # refused before any work
-        if ctx.config.prune.target_speedup is not None:
+        if _measures_latency(ctx.config.prune):
             self._check_latency_artifact(ctx)
 
     @staticmethod
@@ -106,11 +115,11 @@ class PruneStage(Stage):
         artifact = latency_artifact(ctx)
         needed = {"calibrate", "quantize"} if artifact.precision == "int8" else {"calibrate"}
         if not needed <= set(ctx.config.stages):
-            raise ConfigError(f"prune.target_speedup measures {artifact.target.name} {artifact.precision}, which "
+            raise ConfigError(f"prune measures {artifact.target.name} {artifact.precision} (prune.latency), which "
                               f"needs the {' and '.join(sorted(needed))} stage(s)")
         reason = artifact.target.precision_unsupported(artifact.precision)
         if reason:
-            raise ConfigError(f"prune.target_speedup cannot measure {artifact.target.name} {artifact.precision}: "
+            raise ConfigError(f"prune cannot measure {artifact.target.name} {artifact.precision} (prune.latency): "
                               f"{reason}", hint="set prune.latency to another target or precision")
 
     def key(self, ctx: Any, item: Any) -> str:
@@ -120,7 +129,7 @@ class PruneStage(Stage):
         calib_key = ctx.calib_key if cfg.importance == "taylor" else None
         return stable_hash("prune", cfg.model_dump(), self._source(ctx).key, self._multiple(ctx),
                            ctx.data_key, calib_key, ctx.versions["torch"], self.code(__name__),
-                           self._latency_key(ctx) if cfg.target_speedup is not None else None)
+                           self._latency_key(ctx) if _measures_latency(cfg) else None)
 
     @staticmethod
     def _latency_key(ctx: Any) -> Any:
@@ -139,13 +148,19 @@ class PruneStage(Stage):
         return ctx.plan.channel_multiple if ctx.plan else 8
 
     def run(self, ctx: Any, item: Any, out: Path) -> None:
-        cfg, source, extra = ctx.config.prune, self._source(ctx), None
-        if cfg.target_speedup is not None:  # the ratio the latency target needs, measured; then prune at it
-            latency = ratio_for_speedup(ctx, source, cfg.round_to or self._multiple(ctx), self.code(__name__),
-                                        ctx.console.print)
-            cfg, extra = cfg.model_copy(update={"ratio": latency["ratio"], "target_speedup": None}), {"latency": latency}
-        prune_detector(source, cfg, self._multiple(ctx), ctx.calib, ctx.recovery_set, ctx.validation, out,
-                       log=ctx.console.print, extra=extra)
+        cfg, source, extra = ctx.config.prune, self._source(ctx), {}
+        round_to = cfg.round_to if isinstance(cfg.round_to, int) else self._multiple(ctx)
+        if _measures_latency(cfg):
+            measure = CandidateLatency(ctx, source, self.code(__name__), ctx.console.print)
+            if cfg.round_to == "auto":  # the multiple the runtime likes, measured at the configured ratio
+                fixed = cfg.target_speedup is None and cfg.target_macs_reduction is None and cfg.ratio
+                extra["round_to_measured"] = multiple_by_measurement(measure, cfg.ratio if fixed else AUTO_RATIO)
+                round_to = extra["round_to_measured"]["round_to"]
+            if cfg.target_speedup is not None:  # the ratio the latency target needs, measured; then prune at it
+                extra["latency"] = ratio_for_speedup(measure, round_to)
+                cfg = cfg.model_copy(update={"ratio": extra["latency"]["ratio"], "target_speedup": None})
+        prune_detector(source, cfg.model_copy(update={"round_to": round_to}), round_to, ctx.calib, ctx.recovery_set,
+                       ctx.validation, out, log=ctx.console.print, extra=extra)
 
     def load(self, ctx: Any, item: Any, out: Path) -> None:
         ctx.prune_report = json.loads((out / "prune.json").read_text())

@@ -29,6 +29,8 @@ from edgeopt.stages.export import export_bundle, export_code
 
 STEPS = 6  # bisection steps over [0, HIGHEST]: the chosen ratio is within 0.015 of the smallest that meets it
 HIGHEST = 0.9
+MULTIPLES = (8, 16, 32, 64)  # channel multiples prune.round_to: auto measures
+TIE = 0.03  # a larger multiple is chosen only when at least this much faster per MAC (timing noise)
 
 
 @dataclass
@@ -119,28 +121,54 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg
     return figures
 
 
-def ratio_for_speedup(ctx: Any, source: Detector, round_to: int, code: str, log: Callable[[str], None]) -> dict:
-    """Bisect the pruning ratio against measured latency (each measurement cached); the ratio chosen, the
-    artifact, the unpruned latency and the table, for prune.json."""
-    cfg = ctx.config.prune
-    artifact = latency_artifact(ctx)
-    settings = cfg.model_dump(exclude={"ratio", "target_speedup", "target_macs_reduction", "recovery", "latency"})
-    device_info = {k: v for k, v in ctx.device_infos.get(artifact.device.name, {}).items() if k != "name"}
+class CandidateLatency:
+    """Measures pruned candidates of ``source`` as the run's latency artifact, each measurement a cache entry."""
 
-    def measure(ratio: float) -> dict[str, Any]:
-        key = stable_hash("prune-latency", ratio, settings, source.key, ctx.detector.key, round_to,
-                          artifact.describe(), artifact.runs, artifact.section.options.model_dump(),
-                          ctx.plan.to_dict() if ctx.plan and artifact.precision == "int8" else None,
-                          ctx.calib_key, device_info, ctx.versions, code, export_code(artifact.target))
-        path = ctx.cache.build("prune-latency", key,
-                               lambda d: measure_candidate(ctx, artifact, source, cfg, ratio, round_to, d))
+    def __init__(self, ctx: Any, source: Detector, code: str, log: Callable[[str], None]) -> None:
+        self.ctx, self.source, self.log = ctx, source, log
+        self.cfg = ctx.config.prune
+        self.artifact = latency_artifact(ctx)
+        settings = self.cfg.model_dump(exclude={"ratio", "round_to", "target_speedup", "target_macs_reduction",
+                                                "recovery", "latency"})
+        device_info = {k: v for k, v in ctx.device_infos.get(self.artifact.device.name, {}).items() if k != "name"}
+        int8 = ctx.plan is not None and self.artifact.precision == "int8"
+        self.key = (settings, source.key, ctx.detector.key, self.artifact.describe(), self.artifact.runs,
+                    self.artifact.section.options.model_dump(), ctx.plan.to_dict() if int8 else None, ctx.calib_key,
+                    device_info, ctx.versions, code, export_code(self.artifact.target))
+
+    def __call__(self, ratio: float, round_to: int) -> dict[str, Any]:
+        """``latency_ms`` (median), ``latency_ms_p90`` and ``macs`` of the candidate pruned at ``ratio`` with
+        channel counts in multiples of ``round_to``."""
+        key = stable_hash("prune-latency", ratio, 0 if ratio == 0.0 else round_to, *self.key)
+        path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
+            self.ctx, self.artifact, self.source, self.cfg, ratio, round_to, d))
         figures = json.loads((path / "latency.json").read_text())
-        log(f"latency of {artifact.target.name} {artifact.precision} on {artifact.device.name} at pruning ratio "
-            f"{ratio:.3f}: {figures['latency_ms']:.2f} ms")
+        a = self.artifact
+        self.log(f"latency of {a.target.name} {a.precision} on {a.device.name} at pruning ratio {ratio:.3f}"
+                 f"{f' (channels in multiples of {round_to})' if ratio else ''}: {figures['latency_ms']:.2f} ms")
         return figures
 
-    ratio, table = search_ratio(measure, cfg.target_speedup)
+
+def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any]:
+    """Bisect the pruning ratio against measured latency; the ratio chosen, the artifact, the unpruned latency and
+    the table, for prune.json."""
+    target = measure.cfg.target_speedup
+    ratio, table = search_ratio(lambda r: measure(r, round_to), target)
     chosen = next(r for r in table if r["ratio"] == ratio)
-    return {**artifact.describe(), "target_speedup": cfg.target_speedup, "ratio": ratio,
+    return {**measure.artifact.describe(), "target_speedup": target, "ratio": ratio,
             "unpruned_ms": table[0]["latency_ms"], "pruned_ms": chosen["latency_ms"],
             "speedup": chosen["speedup"], "table": table}
+
+
+def multiple_by_measurement(measure: CandidateLatency, ratio: float,
+                            multiples: tuple[int, ...] = MULTIPLES) -> dict[str, Any]:
+    """The channel multiple the runtime runs most efficiently (ms per MAC) at pruning ``ratio``; a larger
+    multiple must beat every smaller one by TIE (timing noise) to be chosen. The figures per multiple."""
+    table = [{"round_to": m, **measure(ratio, m)} for m in multiples]
+    for row in table:
+        row["ms_per_gmac"] = round(row["latency_ms"] / (row["macs"] / 1e9), 4)
+    best = table[0]
+    for row in table[1:]:
+        if row["ms_per_gmac"] < best["ms_per_gmac"] * (1 - TIE):
+            best = row
+    return {**measure.artifact.describe(), "round_to": best["round_to"], "at_ratio": ratio, "table": table}

@@ -19,6 +19,7 @@ from edgeopt.models.detector import TrainingHooks
 from edgeopt.models.pruning import head_outputs
 from edgeopt.training.augment import augment_batch
 from edgeopt.training.loss import DetectionLoss
+from edgeopt.training.precision import native_bf16
 from edgeopt.training.train import ModelEMA, preload
 
 
@@ -60,7 +61,7 @@ def _to_float(raw: Any) -> Any:
 def _step_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor, targets: list, size: int, mode: str,
                training: TrainingHooks | None, loss_fn: DetectionLoss) -> torch.Tensor:
     """One batch's loss: the teacher's outputs guide both modes; labels add the detector's own loss."""
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
         with torch.no_grad():
             teacher_outs = [y.float() for y in head_outputs(teacher, x)]
         if training is not None:  # one forward pass serves both losses

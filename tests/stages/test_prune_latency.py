@@ -50,16 +50,27 @@ def test_the_latency_artifact_must_be_configured(tmp_path):
             load_config(tmp_path / "c.yaml")
 
 
-def test_the_ratio_is_measured_on_the_runtime_and_the_benchmark_checks_it(tmp_path):
-    """ONNX Runtime int8 on this machine: every candidate exported and timed, the ratio meeting 0.8x chosen,
-    recorded in prune.json and the report beside the shipped artifact's own benchmark; a re-run measures
-    nothing again."""
+def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_checks_them(tmp_path):
+    """ONNX Runtime int8 on this machine: the channel multiple it runs fastest per MAC, then the ratio meeting
+    0.8x, every candidate exported and timed; recorded in prune.json, the manifests and the report beside the
+    shipped artifact's own benchmark; a re-run measures nothing again."""
     cfg = write_config(tmp_path, model={"source": "reference", "input_size": 160},
                        stages=["calibrate", "quantize", "prune", "export", "benchmark"],
-                       prune={"target_speedup": 0.8, "latency": {"precision": "int8", "runs": 20},
+                       prune={"target_speedup": 0.8, "round_to": "auto", "latency": {"precision": "int8", "runs": 20},
                               "recovery": {"mode": "none"}})
     result = run_pipeline(load_config(cfg))
-    latency = result.run_info["prune"]["latency"]
+    report = result.run_info["prune"]
+    multiples = report["round_to_measured"]
+    assert [t["round_to"] for t in multiples["table"]] == [8, 16, 32, 64] and multiples["at_ratio"] == 0.3
+    fastest = min(t["ms_per_gmac"] for t in multiples["table"])
+    chosen = next(t for t in multiples["table"] if t["round_to"] == multiples["round_to"])
+    assert report["round_to"] == multiples["round_to"] and chosen["ms_per_gmac"] <= fastest / 0.97
+    key = next(r["cache_key"] for r in result.records if r.get("cache_key"))
+    lineage = json.loads((tmp_path / "run" / "cache" / "export" / key / "edgeopt.json").read_text())["lineage"]["pruning"]
+    assert lineage["round_to"] == report["round_to"] and lineage["ratio"] == report["ratio"]
+    assert lineage["round_to_chosen_by"] == "measured on onnxruntime int8 on local, 1 thread(s)"
+    assert lineage["ratio_chosen_by"].startswith("prune.target_speedup 0.8 measured on onnxruntime int8")
+    latency = report["latency"]
     assert (latency["target"], latency["precision"], latency["device"]) == ("onnxruntime", "int8", "local")
     table = latency["table"]
     assert len(table) == 7 and table[0]["ratio"] == 0.0 and latency["ratio"] > 0
@@ -67,11 +78,12 @@ def test_the_ratio_is_measured_on_the_runtime_and_the_benchmark_checks_it(tmp_pa
     assert all(t["speedup"] > 0.8 for t in table if 0 < t["ratio"] < latency["ratio"])
     assert [t["macs"] for t in table] == sorted((t["macs"] for t in table), reverse=True)
     measured = tmp_path / "run" / "cache" / "prune-latency"
-    assert len(list(measured.iterdir())) == 7
+    assert len(list(measured.iterdir())) == 4 + 7  # the multiples at ratio 0.3, then the ratios
     assert not list(measured.rglob("*.onnx"))  # only the figures are kept
-    report = (tmp_path / "run" / "report.md").read_text()
-    assert "## Pruning" in report and "chosen by measured latency (onnxruntime int8 on local" in report
-    assert "Measured again by the benchmark stage" in report
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "## Pruning" in text and "chosen by measured latency (onnxruntime int8 on local" in text
+    assert f"Channel multiple {report['round_to']} chosen by measurement" in text
+    assert "Measured again by the benchmark stage" in text
     again = run_pipeline(load_config(cfg))
     assert again.cache_misses == [] and again.run_info["prune"]["latency"] == latency
     assert json.loads((tmp_path / "run" / "results.json").read_text())["run"]["prune"]["latency"] == latency
