@@ -167,10 +167,16 @@ class Broken(torch.nn.Module):
         return CORRUPTIONS[self.corruption](self.model(x))
 
 
-# ExecuTorch's export takes minutes here: its corruptions run with -m slow
+def _slow_corruption(name: str, corruption: str) -> bool:
+    """ExecuTorch's export takes minutes here: its corruptions run with -m slow; TFLite's takes a minute or more:
+    its subtlest corruption (shifted boxes) runs by default, the other two with -m slow."""
+    return name == "executorch" or (name == "tflite" and corruption != "shifted-boxes")
+
+
 BROKEN_CASES = [pytest.param(name, corruption, id=f"{getattr(name, 'values', [name])[0]}-{corruption}",
                              marks=[*getattr(name, "marks", ()),
-                                    *([pytest.mark.slow] if "executorch" in str(name) else [])])
+                                    *([pytest.mark.slow] if _slow_corruption(getattr(name, "values", [name])[0],
+                                                                              corruption) else [])])
                 for name in AVAILABLE for corruption in CORRUPTIONS]
 
 
