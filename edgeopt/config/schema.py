@@ -153,8 +153,8 @@ class PruneConfig(Strict):
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
     allocation: Literal["uniform", "global"] = "uniform"
     round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(None, description=(
-        "Channel multiple; default from the quantization plan (8). auto: the multiple (8, 16, 32, 64) the "
-        "artifact of prune.latency runs fastest per MAC, measured on its device"))
+        "Channel multiple; default from the quantization plan (8). auto: the multiple (8, 16, 32, 64) "
+        "whose pruning saves the artifact of prune.latency the most time per MAC removed, measured on its device"))
     ignored: list[str] | None = Field(None, description=(
         "Module-name globs whose output channels are kept (output convs always are); default: the model family's "
         "own (e.g. stem and detection head)"))

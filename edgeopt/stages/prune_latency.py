@@ -5,8 +5,9 @@ float ones, and a graph compiler may fuse what pruning thinned. So candidates ar
 latency of a pruned model depends on its channel counts, not on its weights, so each candidate is measured
 straight after pruning (recovery comes once, for the ratio chosen): it is exported to ``prune.latency``'s target
 and precision with the run's quantization plan and calibration, at the exported input size, and timed by the
-bundle's own runner on that device. The ratio is bisected until the median latency is at most
-``target_speedup`` times the unpruned artifact's. Each measurement is a cache entry keyed by the model, the
+bundle's own runner on that device, in alternation with the unpruned artifact (so a machine that got busier
+slows both alike). The ratio is bisected until the candidate's latency is at most ``target_speedup`` times the
+unpruned artifact's. Each measurement is a cache entry keyed by the model, the
 pruning settings, the artifact, the device and the versions, so a re-run or another target speedup reuses them.
 """
 
@@ -30,6 +31,7 @@ from edgeopt.stages.export import export_bundle, export_code
 STEPS = 6  # bisection steps over [0, HIGHEST]: the chosen ratio is within 0.015 of the smallest that meets it
 HIGHEST = 0.9
 MULTIPLES = (8, 16, 32, 64)  # channel multiples prune.round_to: auto measures
+ROUNDS = 3  # alternations of unpruned and candidate timings per candidate
 TIE = 0.03  # a larger multiple is chosen only when at least this much faster per MAC (timing noise)
 
 
@@ -66,7 +68,8 @@ def latency_artifact(ctx: Any) -> LatencyArtifact:
 def search_ratio(measure: Callable[[float], dict[str, Any]], target_speedup: float, steps: int = STEPS,
                  highest: float = HIGHEST) -> tuple[float, list[dict[str, Any]]]:
     """The smallest ratio (to the bisection's resolution) whose measured latency is at most ``target_speedup``
-    times the unpruned one's, and every measurement made (``measure(ratio)`` returns ``latency_ms``, ``macs``).
+    times the unpruned one's, and every measurement made (``measure(ratio)`` returns ``latency_ms``, ``macs``
+    and, for a pruned ratio, ``speedup`` if it timed the unpruned artifact beside it).
 
     Raises ConfigError, with the measurements, when even ``highest`` misses the target."""
     base = measure(0.0)
@@ -75,8 +78,8 @@ def search_ratio(measure: Callable[[float], dict[str, Any]], target_speedup: flo
     for _ in range(steps):
         mid = round((lo + hi) / 2, 4)
         figures = measure(mid)
-        speedup = figures["latency_ms"] / base["latency_ms"]
-        table.append({"ratio": mid, **figures, "speedup": round(speedup, 4)})
+        speedup = figures.get("speedup", figures["latency_ms"] / base["latency_ms"])
+        table.append({**figures, "ratio": mid, "speedup": round(speedup, 4)})
         if speedup <= target_speedup:
             best, hi = mid, mid
         else:
@@ -99,11 +102,14 @@ def _shipped(ctx: Any, source: Detector, student: Any, scratch: Path) -> Detecto
 
 
 def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg: Any, ratio: float,
-                      round_to: int, out: Path) -> dict[str, Any]:
+                      round_to: int, out: Path, unpruned: Path | None) -> dict[str, Any]:
     """Prune ``source`` at ``ratio`` (0: the model as it is), export it as ``artifact`` in ``out`` and time it on
-    the artifact's device: ``latency_ms`` (median), ``latency_ms_p90``, ``macs``. Only the figures are kept."""
-    scratch = out / "bundle"
-    scratch.mkdir()
+    the artifact's device: ``latency_ms`` (the fastest round's median), ``macs``, and for a pruned candidate
+    ``speedup``: its latency over the ``unpruned`` bundle's, the two timed in alternation (ROUNDS each), so a
+    machine busier now than when the unpruned one was first timed slows both alike. The unpruned bundle is kept (in its own
+    entry) to be timed beside every candidate; a candidate's bundle only serves its measurement."""
+    bundle = out / "bundle"
+    bundle.mkdir()
     if ratio == 0.0:
         detector = ctx.detector
     else:
@@ -111,12 +117,20 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg
         student = prune_once(source.module, cfg, ratio, round_to, source.input_size, calib, source.pruning)
         detector = _shipped(ctx, source, student, out)
         (out / "candidate.pt").unlink(missing_ok=True)
-    export_bundle(artifact.target, detector, artifact.precision, ctx.plan, ctx.calib, scratch,
+    export_bundle(artifact.target, detector, artifact.precision, ctx.plan, ctx.calib, bundle,
                   artifact.section.options, ctx.config.parity, {"latency_candidate": ratio})
-    record = artifact.device.bench(scratch, artifact.threads, 5, artifact.runs)
-    figures = {"latency_ms": round(record["latency_ms_median"], 4), "latency_ms_p90": round(record["latency_ms_p90"], 4),
-               "macs": count(detector.module, detector.input_size)[0]}
-    shutil.rmtree(scratch)  # the bundle served its measurement
+    runs = max(5, artifact.runs // ROUNDS)
+    mine, theirs = [], []
+    for _ in range(ROUNDS if unpruned is not None else 1):
+        if unpruned is not None:
+            theirs.append(artifact.device.bench(unpruned, artifact.threads, 5, runs)["latency_ms_median"])
+        mine.append(artifact.device.bench(bundle, artifact.threads, 5, runs if unpruned else artifact.runs)
+                    ["latency_ms_median"])
+    # the fastest round of each: another job on the device only ever adds time, to whichever round it hit
+    figures = {"latency_ms": round(min(mine), 4), "macs": count(detector.module, detector.input_size)[0]}
+    if unpruned is not None:
+        figures.update(unpruned_ms=round(min(theirs), 4), speedup=round(min(mine) / min(theirs), 4))
+        shutil.rmtree(bundle)
     (out / "latency.json").write_text(json.dumps(figures))
     return figures
 
@@ -136,12 +150,20 @@ class CandidateLatency:
                     self.artifact.section.options.model_dump(), ctx.plan.to_dict() if int8 else None, ctx.calib_key,
                     device_info, ctx.versions, code, export_code(self.artifact.target))
 
+    def unpruned_bundle(self) -> Path:
+        """The unpruned artifact's bundle (its measurement's cache entry keeps it), timed beside each candidate."""
+        key = stable_hash("prune-latency", 0.0, 0, *self.key)
+        path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
+            self.ctx, self.artifact, self.source, self.cfg, 0.0, 0, d, None))
+        return path / "bundle"
+
     def __call__(self, ratio: float, round_to: int) -> dict[str, Any]:
         """``latency_ms`` (median), ``latency_ms_p90`` and ``macs`` of the candidate pruned at ``ratio`` with
         channel counts in multiples of ``round_to``."""
+        unpruned = None if ratio == 0.0 else self.unpruned_bundle()
         key = stable_hash("prune-latency", ratio, 0 if ratio == 0.0 else round_to, *self.key)
         path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
-            self.ctx, self.artifact, self.source, self.cfg, ratio, round_to, d))
+            self.ctx, self.artifact, self.source, self.cfg, ratio, round_to, d, unpruned))
         figures = json.loads((path / "latency.json").read_text())
         a = self.artifact
         self.log(f"latency of {a.target.name} {a.precision} on {a.device.name} at pruning ratio {ratio:.3f}"
@@ -162,13 +184,23 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
 
 def multiple_by_measurement(measure: CandidateLatency, ratio: float,
                             multiples: tuple[int, ...] = MULTIPLES) -> dict[str, Any]:
-    """The channel multiple the runtime runs most efficiently (ms per MAC) at pruning ``ratio``; a larger
-    multiple must beat every smaller one by TIE (timing noise) to be chosen. The figures per multiple."""
+    """The channel multiple whose pruning the runtime turns into the most time saved per MAC removed, at pruning
+    ``ratio``; a larger multiple must beat every smaller one by TIE (timing noise) to be chosen, and one that
+    removes no MACs at this ratio is never chosen. The figures per multiple.
+
+    Saved time per removed MAC, not time per remaining MAC: a small model's fixed cost per operator would make
+    the multiple that prunes least look the most efficient."""
+    base = measure(0.0, multiples[0])
     table = [{"round_to": m, **measure(ratio, m)} for m in multiples]
-    for row in table:
-        row["ms_per_gmac"] = round(row["latency_ms"] / (row["macs"] / 1e9), 4)
-    best = table[0]
-    for row in table[1:]:
-        if row["ms_per_gmac"] < best["ms_per_gmac"] * (1 - TIE):
+    for row in table:  # latency as timed beside the unpruned artifact, in the unpruned measurement's scale
+        removed = (base["macs"] - row["macs"]) / 1e9
+        saved = (1 - row["speedup"]) * base["latency_ms"]
+        row["saved_ms_per_gmac"] = round(saved / removed, 4) if removed > 0 else None
+    eligible = [row for row in table if row["saved_ms_per_gmac"] is not None]
+    if not eligible:
+        return {**measure.artifact.describe(), "round_to": multiples[0], "at_ratio": ratio, "table": table}
+    best = eligible[0]
+    for row in eligible[1:]:
+        if row["saved_ms_per_gmac"] > best["saved_ms_per_gmac"] * (1 + TIE):
             best = row
     return {**measure.artifact.describe(), "round_to": best["round_to"], "at_ratio": ratio, "table": table}

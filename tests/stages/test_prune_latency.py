@@ -8,7 +8,7 @@ import yaml
 from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline import run_pipeline
-from edgeopt.stages.prune_latency import HIGHEST, search_ratio
+from edgeopt.stages.prune_latency import HIGHEST, multiple_by_measurement, search_ratio
 from helpers import write_config
 
 
@@ -40,6 +40,27 @@ def test_a_target_no_ratio_meets_is_refused_with_the_measurements():
         search_ratio(measure, 0.5)
 
 
+class _Multiples:
+    """A runtime with a fixed cost of 1 ms plus 10 ms per GMAC, where multiple 64 prunes nothing at ratio 0.3 and
+    multiple 16 runs 20% faster than its MACs say."""
+
+    def __init__(self):
+        self.artifact = type("A", (), {"describe": lambda self: {"target": "t"}})()
+
+    def __call__(self, ratio, round_to):
+        macs = {0.0: 1e9}.get(ratio) or {8: 0.5e9, 16: 0.5e9, 32: 0.6e9, 64: 1e9}[round_to]
+        ms = 1.0 + 10.0 * macs / 1e9 * (0.8 if ratio and round_to == 16 else 1.0)
+        return {"latency_ms": ms, "macs": int(macs), "speedup": ms / 11.0}
+
+
+def test_the_multiple_saving_most_time_per_removed_mac_is_chosen_not_the_one_pruning_least():
+    chosen = multiple_by_measurement(_Multiples(), 0.3)
+    assert chosen["round_to"] == 16
+    rows = {t["round_to"]: t for t in chosen["table"]}
+    assert rows[64]["saved_ms_per_gmac"] is None  # removes nothing: never chosen, though fastest per remaining MAC
+    assert rows[16]["saved_ms_per_gmac"] == pytest.approx(12.0)  # (11 - 5) ms saved / 0.5 GMAC removed
+
+
 def test_the_latency_artifact_must_be_configured(tmp_path):
     base = yaml.safe_load(write_config(tmp_path).read_text())
     base["stages"] = ["calibrate", "quantize", "prune", "export"]
@@ -62,9 +83,9 @@ def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_ch
     report = result.run_info["prune"]
     multiples = report["round_to_measured"]
     assert [t["round_to"] for t in multiples["table"]] == [8, 16, 32, 64] and multiples["at_ratio"] == 0.3
-    fastest = min(t["ms_per_gmac"] for t in multiples["table"])
+    best = max(t["saved_ms_per_gmac"] or 0.0 for t in multiples["table"])
     chosen = next(t for t in multiples["table"] if t["round_to"] == multiples["round_to"])
-    assert report["round_to"] == multiples["round_to"] and chosen["ms_per_gmac"] <= fastest / 0.97
+    assert report["round_to"] == multiples["round_to"] and chosen["saved_ms_per_gmac"] >= best / 1.03
     key = next(r["cache_key"] for r in result.records if r.get("cache_key"))
     lineage = json.loads((tmp_path / "run" / "cache" / "export" / key / "edgeopt.json").read_text())["lineage"]["pruning"]
     assert lineage["round_to"] == report["round_to"] and lineage["ratio"] == report["ratio"]
@@ -79,7 +100,9 @@ def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_ch
     assert [t["macs"] for t in table] == sorted((t["macs"] for t in table), reverse=True)
     measured = tmp_path / "run" / "cache" / "prune-latency"
     assert len(list(measured.iterdir())) == 4 + 7  # the multiples at ratio 0.3, then the ratios
-    assert not list(measured.rglob("*.onnx"))  # only the figures are kept
+    kept = {p.relative_to(measured).parts[0] for p in measured.rglob("*.onnx")}
+    assert len(kept) == 1  # only the unpruned bundle is kept (timed beside each candidate), the candidates' are not
+    assert all(t["unpruned_ms"] > 0 for t in table[1:])  # each candidate timed beside the unpruned one
     text = (tmp_path / "run" / "report.md").read_text()
     assert "## Pruning" in text and "chosen by measured latency (onnxruntime int8 on local" in text
     assert f"Channel multiple {report['round_to']} chosen by measurement" in text
