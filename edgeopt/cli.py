@@ -26,8 +26,9 @@ app.add_typer(data_app, name="data")
 device_app = typer.Typer(no_args_is_help=True, help="Devices: check one, or install the runtimes on it.")
 app.add_typer(device_app, name="device")
 # wide tables when piped to a file or CI log (rich would default to 80 columns there)
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+# piped or logged: tables 160 wide, and lines never wrapped (a path broken over two lines cannot be pasted)
+console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=not sys.stderr.isatty())
 
 
 def _print_version(value: bool) -> None:

@@ -32,7 +32,8 @@ STEPS = 6  # bisection steps over [0, HIGHEST]: the chosen ratio is within 0.015
 HIGHEST = 0.9
 MULTIPLES = (8, 16, 32, 64)  # channel multiples prune.round_to: auto measures
 ROUNDS = 3  # alternations of unpruned and candidate timings per candidate
-TIE = 0.03  # a larger multiple is chosen only when at least this much faster per MAC (timing noise)
+TIE = 0.03  # a larger multiple is chosen only when it saves at least this much more per MAC (timing noise)
+COARSEST = 0.8  # a multiple must remove at least this share of the MACs the finest one removes at the ratio
 
 
 @dataclass
@@ -185,18 +186,22 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
 def multiple_by_measurement(measure: CandidateLatency, ratio: float,
                             multiples: tuple[int, ...] = MULTIPLES) -> dict[str, Any]:
     """The channel multiple whose pruning the runtime turns into the most time saved per MAC removed, at pruning
-    ``ratio``; a larger multiple must beat every smaller one by TIE (timing noise) to be chosen, and one that
-    removes no MACs at this ratio is never chosen. The figures per multiple.
+    ``ratio``; a larger multiple must beat every smaller one by TIE (timing noise) to be chosen. The figures per
+    multiple.
 
     Saved time per removed MAC, not time per remaining MAC: a small model's fixed cost per operator would make
-    the multiple that prunes least look the most efficient."""
+    the multiple that prunes least look the most efficient. And a multiple too coarse for the model's layers
+    (removing less than COARSEST of what the finest removes: 64 on a layer of 96 channels keeps 64 or nothing)
+    is never chosen, however efficient its one cut: a larger ratio could not prune it further."""
     base = measure(0.0, multiples[0])
     table = [{"round_to": m, **measure(ratio, m)} for m in multiples]
     for row in table:  # latency as timed beside the unpruned artifact, in the unpruned measurement's scale
         removed = (base["macs"] - row["macs"]) / 1e9
         saved = (1 - row["speedup"]) * base["latency_ms"]
         row["saved_ms_per_gmac"] = round(saved / removed, 4) if removed > 0 else None
-    eligible = [row for row in table if row["saved_ms_per_gmac"] is not None]
+    finest = base["macs"] - table[0]["macs"]
+    eligible = [row for row in table if row["saved_ms_per_gmac"] is not None
+                and base["macs"] - row["macs"] >= COARSEST * finest]
     if not eligible:
         return {**measure.artifact.describe(), "round_to": multiples[0], "at_ratio": ratio, "table": table}
     best = eligible[0]

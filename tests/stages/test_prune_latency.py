@@ -8,7 +8,7 @@ import yaml
 from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline import run_pipeline
-from edgeopt.stages.prune_latency import HIGHEST, multiple_by_measurement, search_ratio
+from edgeopt.stages.prune_latency import COARSEST, HIGHEST, multiple_by_measurement, search_ratio
 from helpers import write_config
 
 
@@ -41,15 +41,15 @@ def test_a_target_no_ratio_meets_is_refused_with_the_measurements():
 
 
 class _Multiples:
-    """A runtime with a fixed cost of 1 ms plus 10 ms per GMAC, where multiple 64 prunes nothing at ratio 0.3 and
-    multiple 16 runs 20% faster than its MACs say."""
+    """A runtime with a fixed cost of 1 ms plus 10 ms per GMAC, where multiple 64 prunes nothing at ratio 0.3,
+    32 prunes less than 8 does, and 16 runs 20% faster than its MACs say."""
 
     def __init__(self):
         self.artifact = type("A", (), {"describe": lambda self: {"target": "t"}})()
 
     def __call__(self, ratio, round_to):
-        macs = {0.0: 1e9}.get(ratio) or {8: 0.5e9, 16: 0.5e9, 32: 0.6e9, 64: 1e9}[round_to]
-        ms = 1.0 + 10.0 * macs / 1e9 * (0.8 if ratio and round_to == 16 else 1.0)
+        macs = {0.0: 1e9}.get(ratio) or {8: 0.5e9, 16: 0.5e9, 32: 0.65e9, 64: 1e9}[round_to]
+        ms = 1.0 + 10.0 * macs / 1e9 * ({16: 0.8, 32: 0.5}.get(round_to, 1.0) if ratio else 1.0)
         return {"latency_ms": ms, "macs": int(macs), "speedup": ms / 11.0}
 
 
@@ -58,6 +58,7 @@ def test_the_multiple_saving_most_time_per_removed_mac_is_chosen_not_the_one_pru
     assert chosen["round_to"] == 16
     rows = {t["round_to"]: t for t in chosen["table"]}
     assert rows[64]["saved_ms_per_gmac"] is None  # removes nothing: never chosen, though fastest per remaining MAC
+    assert rows[32]["saved_ms_per_gmac"] > rows[16]["saved_ms_per_gmac"]  # efficient, but too coarse a cut
     assert rows[16]["saved_ms_per_gmac"] == pytest.approx(12.0)  # (11 - 5) ms saved / 0.5 GMAC removed
 
 
@@ -83,7 +84,9 @@ def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_ch
     report = result.run_info["prune"]
     multiples = report["round_to_measured"]
     assert [t["round_to"] for t in multiples["table"]] == [8, 16, 32, 64] and multiples["at_ratio"] == 0.3
-    best = max(t["saved_ms_per_gmac"] or 0.0 for t in multiples["table"])
+    unpruned = report["before"]["macs"]
+    finest = unpruned - multiples["table"][0]["macs"]
+    best = max(t["saved_ms_per_gmac"] or 0.0 for t in multiples["table"] if unpruned - t["macs"] >= COARSEST * finest)
     chosen = next(t for t in multiples["table"] if t["round_to"] == multiples["round_to"])
     assert report["round_to"] == multiples["round_to"] and chosen["saved_ms_per_gmac"] >= best / 1.03
     key = next(r["cache_key"] for r in result.records if r.get("cache_key"))
