@@ -165,6 +165,11 @@ class Source(ABC):
     def load(self, cfg: Any, class_names: list[str] | None) -> Any:
         """The Detector; ``class_names`` are fallback names (from the validation set)."""
 
+    def exported_decoder(self, metadata: dict[str, str], decoder: Any) -> Any | None:
+        """For an ONNX file this family's own exporter wrote (recognised by its ``metadata``): ``decoder`` with the
+        family's settings, e.g. its NMS IoU, so mAP compares with the family's own tools. None: not this family's."""
+        return None
+
 
 class Device(ABC):
     """Where bundles run. Latency rows carry ``describe()``; an emulated device is labelled as such."""

@@ -129,6 +129,21 @@ def test_onnx_source_matches_the_torch_model(tmp_path):
     np.testing.assert_allclose(reference_infer(det)(x), want, atol=1e-4)
 
 
+def test_an_onnx_file_a_known_family_exported_is_filtered_as_that_family_does(tmp_path):
+    """Ultralytics writes its author into the ONNX files it exports; their NMS IoU is then Ultralytics' own (as
+    for its checkpoints), so their mAP compares with the checkpoint's. Any other file keeps the default."""
+    import onnx
+
+    path = _onnx_file(tmp_path, load_detector().eval())
+    plain = load_model(ModelConfig(source=str(path), class_names=list(NAMES)))
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {"author": "Ultralytics", "task": "detect"})
+    onnx.save(model, str(path))
+    theirs = load_model(ModelConfig(source=str(path), class_names=list(NAMES)))
+    assert plain.decoder.iou_threshold == 0.6 and theirs.decoder.iou_threshold == 0.7
+    assert theirs.key != plain.key
+
+
 def test_onnx_source_pipeline_and_refusals(tmp_path):
     pytest.importorskip("onnxruntime")
     path = _onnx_file(tmp_path, load_detector().eval())  # trained: its detections give parity something to judge

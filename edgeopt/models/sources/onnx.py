@@ -14,8 +14,10 @@ import ast
 from pathlib import Path
 from typing import Any
 
+from edgeopt.bundle.decode import DecoderConfig
 from edgeopt.core.cache import file_sha256, stable_hash
 from edgeopt.core.contracts import Source
+from edgeopt.core.registry import SOURCES
 from edgeopt.errors import ConfigError, ModelError, first_line, missing_extra
 from edgeopt.data.yolo import parse_names
 from edgeopt.models.detector import INPUT_NAME, LAYOUTS, OUTPUT_NAME, Detector
@@ -171,6 +173,21 @@ def load_onnx(path: Path, cfg: Any, fallback_names: list[str] | None) -> Detecto
         raise ModelError(f"{path} cannot be prepared as a 1x3x{size}x{size} detector: "
                          f"{exc.__class__.__name__}: {first_line(exc)}") from None
     _check_layout(_output_shape(prepared), cfg.decoder, len(names), path)
-    key = stable_hash("onnx", file_sha256(path), size, cfg.decoder)
-    return Detector(prepared.SerializeToString(), "onnx", size, names, LAYOUTS[cfg.decoder].decoder,
+    decoder = family_decoder({p.key: p.value for p in model.metadata_props}, LAYOUTS[cfg.decoder].decoder)
+    key = stable_hash("onnx", file_sha256(path), size, cfg.decoder, decoder.iou_threshold)
+    return Detector(prepared.SerializeToString(), "onnx", size, names, decoder,
                     source=str(path), key=key, head={"family": "onnx"})
+
+
+def family_decoder(metadata: dict[str, str], decoder: DecoderConfig) -> DecoderConfig:
+    """``decoder`` as the model family whose exporter wrote the file would filter its output (its NMS IoU), when a
+    registered source recognises the file's metadata; else ``decoder``."""
+    for name in SOURCES.names:
+        try:
+            source = SOURCES.create(name)
+        except ImportError:  # a family whose extra is not installed cannot have anything to say
+            continue
+        found = source.exported_decoder(metadata, decoder)
+        if found is not None:
+            return found
+    return decoder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,12 @@ def _end2end(module: nn.Module) -> nn.Module:
 
 class UltralyticsSource(Source):
     """A ``.pt`` whose pickle references Ultralytics classes (read without unpickling it)."""
+
+    def exported_decoder(self, metadata: dict[str, str], decoder: DecoderConfig) -> DecoderConfig | None:
+        """An ONNX file Ultralytics exported is filtered with Ultralytics' NMS IoU, as its checkpoint is."""
+        if metadata.get("author", "").startswith("Ultralytics"):
+            return dataclasses.replace(decoder, iou_threshold=NMS_IOU)
+        return None
 
     def claims(self, cfg: Any) -> bool:
         path = Path(cfg.source)
