@@ -183,7 +183,8 @@ def _export_drop(ctx: RunContext, bench: dict[str, Any] | None) -> float | None:
     pruned one (pruning's own loss is the prune report's, chosen by the user's prune settings)."""
     if not bench or bench.get("map50_95") is None or not ctx.reference:
         return None
-    exported = ctx.prune_report["after_recovery"]["map50_95"] if ctx.prune_report else ctx.reference.get("map50_95")
+    pruned = ctx.prune_report and ctx.prune_report.get("at_exported_size", ctx.prune_report["after_recovery"])
+    exported = pruned["map50_95"] if pruned else ctx.reference.get("map50_95")
     return None if exported is None else exported - bench["map50_95"]
 
 

@@ -60,6 +60,11 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
         f = report[key]
         lines.append(f"| {label} | {_m(f['macs'])} | {_m(f['params'])} | {f['map50_95']:.4f} | "
                      f"{f['latency_ms_torch_1thread']:.2f} |")
+    exported = report.get("at_exported_size")
+    if exported:
+        lines += ["", f"Pruned and recovered at prune.input_size; at the exported size ({exported['input_size']} px) "
+                      f"the pruned model scores mAP50-95 {exported['map50_95']:.4f}, the figure its artifacts are "
+                      "judged against."]
     measured = report.get("round_to_measured")
     if measured:
         what = f"{measured['target']} {measured['precision']} on {measured['device']}, {measured['threads']} thread(s)"

@@ -163,7 +163,14 @@ class PruneStage(Stage):
                        ctx.validation, out, log=ctx.console.print, extra=extra)
 
     def load(self, ctx: Any, item: Any, out: Path) -> None:
-        ctx.prune_report = json.loads((out / "prune.json").read_text())
+        report = json.loads((out / "prune.json").read_text())
         detector = ctx.detector
         module = load_pruned(out / "pruned_model.pt", detector.module, detector.pruning.normalize)
         ctx.detector = detector.with_module(module, f"pruned {out.name}")
+        if self._source(ctx).input_size != detector.input_size and ctx.validation is not None:
+            # the prune report's mAP is at prune.input_size; each artifact is judged against the torch model it
+            # was exported from, at the size it was exported at
+            m = evaluate_model(module.eval(), ctx.validation, detector.input_size, detector.decoder)
+            report["at_exported_size"] = {"input_size": detector.input_size, "map50_95": m["map50_95"],
+                                          "map50": m["map50"]}
+        ctx.prune_report = report

@@ -212,7 +212,7 @@ def test_prune_input_size_prunes_once_for_every_exported_size(tmp_path):
     for size in (320, 256):
         folder = tmp_path / str(size)
         folder.mkdir()
-        config = write_config(folder, stages=["calibrate", "prune", "export"], prune=prune,
+        config = write_config(folder, stages=["calibrate", "prune", "export", "benchmark"], prune=prune,
                               model={"source": "reference", "input_size": size},
                               targets=[{"name": "onnxruntime", "precisions": ["fp32"]}])
         results.append(run_pipeline(load_config(config), cache_dir=cache))
@@ -224,3 +224,9 @@ def test_prune_input_size_prunes_once_for_every_exported_size(tmp_path):
         rows = [r for r in result.records if r["status"] != "reference"]
         assert rows and all(r["status"] == "passed" for r in rows), [r.get("reason") for r in rows]
         assert result.run_info["prune"]["after_prune"]["macs"] < result.run_info["prune"]["before"]["macs"]
+    # the artifact at 256 is judged against the pruned torch model at 256, not the prune report's figure at 320
+    assert "at_exported_size" not in first.run_info["prune"]
+    at_256 = second.run_info["prune"]["at_exported_size"]
+    assert at_256["input_size"] == 256 and at_256["map50_95"] != second.run_info["prune"]["after_recovery"]["map50_95"]
+    row = next(r for r in second.records if r["target"] == "onnxruntime")
+    assert abs(row["map50_95"] - at_256["map50_95"]) < 0.005
