@@ -123,8 +123,10 @@ def _read_inputs(config: PipelineConfig, targets: dict, devices: list[Device], c
     prune_source = None
     if pruning and prune_size and prune_size != detector.input_size:  # read now: a size the model refuses fails here
         prune_source = load_model(config.model.model_copy(update={"input_size": prune_size}), detector.class_names)
+    # the data every stage reads; the recovery set only shapes the prune stage (its own key), so an unpruned run
+    # and a pruned one share calibration, references and float mAP
     data_key = stable_hash(config.data.model_dump(),
-                           *(d.fingerprint() if d is not None else None for d in (calibration, validation, recovery_set)))
+                           *(d.fingerprint() if d is not None else None for d in (calibration, validation)))
     return RunContext(config=config, cache=cache, console=console, targets=targets, devices=devices,
                       device_infos=_describe(devices, targets, "benchmark" in config.stages),
                       host_info=LocalDevice().describe(), versions=_versions(targets),

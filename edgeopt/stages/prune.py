@@ -128,7 +128,8 @@ class PruneStage(Stage):
         # key is free of the exported size, so points differing only in model.input_size share the pruned model
         calib_key = ctx.calib_key if cfg.importance == "taylor" else None
         return stable_hash("prune", cfg.model_dump(), self._source(ctx).key, self._multiple(ctx),
-                           ctx.data_key, calib_key, ctx.versions["torch"], self.code(__name__),
+                           ctx.data_key, ctx.recovery_set.fingerprint() if ctx.recovery_set else None,
+                           calib_key, ctx.versions["torch"], self.code(__name__),
                            self._latency_key(ctx) if _measures_latency(cfg) else None)
 
     @staticmethod

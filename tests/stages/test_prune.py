@@ -199,6 +199,25 @@ def test_finetune_recovery_uses_the_families_loss_with_labels(synth_dataset):
                 read_yolo(synth_dataset, "train"), evaluate, lambda msg: None, None)
 
 
+def test_an_unpruned_and_a_pruned_run_share_the_work_before_pruning(tmp_path):
+    """Recovery data shapes only the pruned model: calibration, the reference and its float mAP are computed once
+    for a run without pruning and one with it (as in a sweep over prune ratios)."""
+    from edgeopt.config.load import load_config
+    from edgeopt.pipeline import run_pipeline
+    from helpers import write_config
+
+    cache = tmp_path / "cache"
+    recovery = {"mode": "none", "data": {"path": "synthetic", "split": "train", "seed": 5, "images": 8}}
+    for stages in (["calibrate", "export", "benchmark"], ["calibrate", "prune", "export", "benchmark"]):
+        folder = tmp_path / str(len(stages))
+        folder.mkdir()
+        config = write_config(folder, stages=stages, prune={"ratio": 0.05, "recovery": recovery},
+                              targets=[{"name": "onnxruntime", "precisions": ["fp32"]}])
+        result = run_pipeline(load_config(config), cache_dir=cache)
+    assert not [e for e in result.cache_misses if e.startswith(("calibrate/", "float-map/"))], result.cache_misses
+    assert len(list((cache / "calibrate").iterdir())) == 1
+
+
 def test_prune_input_size_prunes_once_for_every_exported_size(tmp_path):
     """With prune.input_size, runs differing only in model.input_size share one pruned model (a cache hit), and
     the weights pruned at one size export and pass parity at another."""
