@@ -73,8 +73,8 @@ def main() -> None:
         print(f"\n{target} {args.precision}: the search's measurements (ratio, MACs, candidate ms, unpruned ms "
               "timed beside it, ratio of the two)")
         for t in latency["table"]:
-            print(f"  {t['ratio']:.3f} {t['macs'] / 1e6:8.1f}M {t['latency_ms']:8.3f} {t.get('unpruned_ms', t['latency_ms']):8.3f}"
-                  f" {t['speedup']:.3f}")
+            beside = t.get("unpruned_ms", t["latency_ms"])
+            print(f"  {t['ratio']:.3f} {t['macs'] / 1e6:8.1f}M {t['latency_ms']:8.3f} {beside:8.3f} {t['speedup']:.3f}")
         lines.append(f"{target:12s} {args.precision:9s} {report['ratio']:6.3f} {report['macs_reduction'] * 100:6.1f}% "
                      f"{latency['speedup']:8.3f} {np.median(times['unpruned']):9.2f} {np.median(times['pruned']):9.2f} "
                      f"{side_by_side:8.3f} {'met' if side_by_side <= args.speedup else 'MISSED':6s} "

@@ -107,8 +107,8 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg
     """Prune ``source`` at ``ratio`` (0: the model as it is), export it as ``artifact`` in ``out`` and time it on
     the artifact's device: ``latency_ms`` (the fastest round's median), ``macs``, and for a pruned candidate
     ``speedup``: its latency over the ``unpruned`` bundle's, the two timed in alternation (ROUNDS each), so a
-    machine busier now than when the unpruned one was first timed slows both alike. The unpruned bundle is kept (in its own
-    entry) to be timed beside every candidate; a candidate's bundle only serves its measurement."""
+    machine busier now than when the unpruned one was first timed slows both alike. The unpruned bundle is kept
+    (in its own entry) to be timed beside every candidate; a candidate's bundle only serves its measurement."""
     bundle = out / "bundle"
     bundle.mkdir()
     if ratio == 0.0:
@@ -159,8 +159,8 @@ class CandidateLatency:
         return path / "bundle"
 
     def __call__(self, ratio: float, round_to: int) -> dict[str, Any]:
-        """``latency_ms`` (median), ``latency_ms_p90`` and ``macs`` of the candidate pruned at ``ratio`` with
-        channel counts in multiples of ``round_to``."""
+        """``latency_ms``, ``macs`` and (pruned) ``unpruned_ms`` and ``speedup`` of the candidate pruned at
+        ``ratio`` with channel counts in multiples of ``round_to`` (see :func:`measure_candidate`)."""
         unpruned = None if ratio == 0.0 else self.unpruned_bundle()
         key = stable_hash("prune-latency", ratio, 0 if ratio == 0.0 else round_to, *self.key)
         path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
