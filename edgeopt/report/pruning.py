@@ -10,6 +10,11 @@ def _m(value: float) -> str:
     return f"{value / 1e6:.1f}"
 
 
+def measured_on(figures: dict[str, Any]) -> str:
+    """'<target> <precision> on <device>, N thread(s)' of a latency measurement's description."""
+    return f"{figures['target']} {figures['precision']} on {figures['device']}, {figures['threads']} thread(s)"
+
+
 def _saved(value: float | None) -> str:
     return "removes nothing" if value is None else f"{value:.2f}"
 
@@ -67,9 +72,8 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
                       "judged against."]
     measured = report.get("round_to_measured")
     if measured:
-        what = f"{measured['target']} {measured['precision']} on {measured['device']}, {measured['threads']} thread(s)"
-        lines += ["", f"Channel multiple {measured['round_to']} chosen by measurement ({what}, at ratio "
-                      f"{measured['at_ratio']:.3f}): the most time saved per MAC removed, a larger multiple counting "
+        lines += ["", f"Channel multiple {measured['round_to']} chosen by measurement ({measured_on(measured)}, "
+                      f"at ratio {measured['at_ratio']:.3f}): the most time saved per MAC removed, a larger multiple counting "
                       "only when 3% better.", "", "| multiple | MACs (M) | median ms | ms saved per GMAC removed |",
                   "|---|---|---|---|"]
         lines += [f"| {t['round_to']} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {_saved(t['saved_ms_per_gmac'])} |"
@@ -77,8 +81,7 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
         lines += ["", "(time saved from each candidate's latency relative to the unpruned artifact timed beside it)"]
     latency = report.get("latency")
     if latency:
-        what = f"{latency['target']} {latency['precision']} on {latency['device']}, {latency['threads']} thread(s)"
-        lines += ["", f"The ratio was chosen by measured latency ({what}) for prune.target_speedup "
+        lines += ["", f"The ratio was chosen by measured latency ({measured_on(latency)}) for prune.target_speedup "
                       f"{latency['target_speedup']:g}: {latency['unpruned_ms']:.2f} ms unpruned, "
                       f"{latency['pruned_ms']:.2f} ms at ratio {latency['ratio']:.3f} ({latency['speedup']:.2f}x).",
                   "", "| ratio | MACs (M) | median ms | x unpruned |", "|---|---|---|---|"]

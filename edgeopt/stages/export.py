@@ -28,6 +28,7 @@ from edgeopt.errors import ConfigError, EdgeoptError, ExportError, first_line
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
 from edgeopt.eval.predict import validation_map
 from edgeopt.models.detector import OUTPUT_DESCRIPTIONS, Detector
+from edgeopt.report.pruning import measured_on
 from edgeopt.stages.context import Bundle
 from edgeopt.stages.accuracy import export_to_budget, float_map
 from edgeopt.stages.heads import choose_head
@@ -124,14 +125,9 @@ def pruning_lineage(report: dict[str, Any]) -> dict[str, Any]:
     measured = report.get("round_to_measured")
     latency = report.get("latency")
     return {"ratio": report["ratio"], "macs_reduction": report["macs_reduction"], "round_to": report["round_to"],
-            "round_to_chosen_by": f"measured on {latency_of(measured)}" if measured else "config",
+            "round_to_chosen_by": f"measured on {measured_on(measured)}" if measured else "config",
             "ratio_chosen_by": (f"prune.target_speedup {latency['target_speedup']:g} measured on "
-                                f"{latency_of(latency)}") if latency else "config"}
-
-
-def latency_of(figures: dict[str, Any]) -> str:
-    """'<target> <precision> on <device>, N thread(s)' of a latency measurement's description."""
-    return f"{figures['target']} {figures['precision']} on {figures['device']}, {figures['threads']} thread(s)"
+                                f"{measured_on(latency)}") if latency else "config"}
 
 
 def export_code(target: Target) -> list[str]:

@@ -24,6 +24,7 @@ from edgeopt.errors import ConfigError, missing_extra
 from edgeopt.models.checkpoint import load_pruned, save_pruned
 from edgeopt.models.detector import Detector, torch_infer
 from edgeopt.models.pruning import count, prune_to_target
+from edgeopt.stages.accuracy import float_map
 from edgeopt.stages.prune_latency import (CandidateLatency, latency_artifact, multiple_by_measurement,
                                           ratio_for_speedup)
 from edgeopt.training.recover import recover, recovery_mode
@@ -171,7 +172,7 @@ class PruneStage(Stage):
         if self._source(ctx).input_size != detector.input_size and ctx.validation is not None:
             # the prune report's mAP is at prune.input_size; each artifact is judged against the torch model it
             # was exported from, at the size it was exported at
-            m = evaluate_model(module.eval(), ctx.validation, detector.input_size, detector.decoder)
+            m = float_map(ctx, ctx.detector)
             report["at_exported_size"] = {"input_size": detector.input_size, "map50_95": m["map50_95"],
                                           "map50": m["map50"]}
         ctx.prune_report = report

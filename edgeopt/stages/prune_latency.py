@@ -202,9 +202,7 @@ def multiple_by_measurement(measure: CandidateLatency, ratio: float,
     finest = base["macs"] - table[0]["macs"]
     eligible = [row for row in table if row["saved_ms_per_gmac"] is not None
                 and base["macs"] - row["macs"] >= COARSEST * finest]
-    if not eligible:
-        return {**measure.artifact.describe(), "round_to": multiples[0], "at_ratio": ratio, "table": table}
-    best = eligible[0]
+    best = eligible[0] if eligible else table[0]  # nothing removes enough: the finest multiple
     for row in eligible[1:]:
         if row["saved_ms_per_gmac"] > best["saved_ms_per_gmac"] * (1 + TIE):
             best = row
