@@ -205,3 +205,18 @@ def test_an_impossible_recovery_is_refused_before_any_work(tmp_path):
         prune={"ratio": 0.2, "recovery": {"mode": "finetune", "epochs": 1, "data": {"path": str(images)}}}))
     assert_clean_failure(edgeopt("run", str(cfg)), "finetune needs labelled prune.recovery.data", "use distill")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_latency_target_the_config_cannot_measure_or_no_ratio_meets_is_a_clean_error(tmp_path):
+    """prune.latency naming a target the run does not build fails at validation; a target_speedup no ratio
+    reaches stops after the search with every measurement in the message and a hint, never a traceback."""
+    stages = ["calibrate", "quantize", "prune", "export"]
+    cfg = _edit(write_config(tmp_path), lambda c: c.update(
+        stages=stages, prune={"target_speedup": 0.5, "latency": {"target": "ncnn"}}))
+    assert_clean_failure(edgeopt("validate", str(cfg)), "prune.latency.target 'ncnn' is not a configured target")
+    cfg = _edit(write_config(tmp_path), lambda c: c.update(
+        stages=stages, model={"source": "reference", "input_size": 96},
+        targets=[{"name": "onnxruntime", "precisions": ["int8"]}],
+        prune={"target_speedup": 0.01, "recovery": {"mode": "none"}, "latency": {"runs": 5}}))
+    assert_clean_failure(edgeopt("run", str(cfg)), "prune.target_speedup 0.01 is not met up to ratio 0.886",
+                         "measured ratio 0.450:", "raise target_speedup")
