@@ -137,7 +137,11 @@ class LatencyConfig(Strict):
                                                     "else its first)")
     device: str | None = Field(None, description="A configured device (default: the first)")
     threads: int = Field(1, ge=1)
-    runs: int = Field(30, ge=5, description="Timed runs per measurement (the median is used)")
+    runs: int = Field(30, ge=5, description="Timed runs per measurement, at least (more for a fast artifact: "
+                                            "0.5 s per timing; the median is used)")
+    margin: float = Field(0.02, ge=0.0, lt=0.5, description=(
+        "Aim this fraction below target_speedup: two timings of one pair of artifacts differ by 2-4% on a "
+        "shared machine, so a ratio found just at the target may miss it when measured again"))
 
 
 class PruneConfig(Strict):

@@ -82,7 +82,10 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
     latency = report.get("latency")
     if latency:
         lines += ["", f"The ratio was chosen by measured latency ({measured_on(latency)}) for prune.target_speedup "
-                      f"{latency['target_speedup']:g}: {latency['unpruned_ms']:.2f} ms unpruned, "
+                      f"{latency['target_speedup']:g}"
+                      + (f" (aiming at {latency['aimed_at']:g}, prune.latency.margin below it, for timing noise)"
+                         if latency.get("aimed_at", latency["target_speedup"]) != latency["target_speedup"] else "")
+                      + f": {latency['unpruned_ms']:.2f} ms unpruned, "
                       f"{latency['pruned_ms']:.2f} ms at ratio {latency['ratio']:.3f} ({latency['speedup']:.2f}x).",
                   "", "| ratio | MACs (M) | median ms | x unpruned |", "|---|---|---|---|"]
         lines += [f"| {t['ratio']:.3f} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} |"
