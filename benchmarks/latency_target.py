@@ -56,7 +56,7 @@ def main() -> None:
             ["prune.recovery.mode=none"] if args.recovery_epochs == 0 else [])
         pruned_cfg = edgeopt.load_config(args.config, [
             *common, f"output={args.output}/{target}", "stages=[calibrate, quantize, prune, export, benchmark]",
-            "prune.ratio=null", f"prune.target_speedup={args.speedup}", f"prune.latency.threads={args.threads}",
+            "prune.ratio=null", "prune.target_macs_reduction=null", f"prune.target_speedup={args.speedup}", f"prune.latency.threads={args.threads}",
             *recovery])
         pruned = edgeopt.run(pruned_cfg, cache_dir=cache)
         base = edgeopt.run(edgeopt.load_config(args.config, [*common, f"output={args.output}/{target}-unpruned",
