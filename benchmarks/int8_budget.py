@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import add_timing_args, time_interleaved
+from common import add_timing_args, bundle_input, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def main() -> None:
         "searched": [f"targets={json.dumps([{'name': n, 'precisions': ['int8']} for n in names])}",
                      f"quantize.max_drop={args.max_drop}"],
     }
-    rows, sessions = {}, {}
+    rows, sessions, inputs = {}, {}, {}
     for tag, overrides in variants.items():
         cfg = edgeopt.load_config(args.config, [*common, *overrides, f"output={args.out}/{tag}"])
         for r in edgeopt.run(cfg).records:
@@ -54,9 +54,8 @@ def main() -> None:
             manifest = json.loads((bundle / "edgeopt.json").read_text())
             rows[(r["target"], tag)] = {**r, "manifest": manifest}
             sessions[(r["target"], tag)] = get_target(r["target"]).open(bundle, manifest, args.threads)
-    size = base.model.input_size
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    times = {k: float(np.median(v)) for k, v in time_interleaved(sessions, x, args.rounds, args.runs).items()}
+            inputs[(r["target"], tag)] = bundle_input(manifest, base.model.input_size)
+    times = {k: float(np.median(v)) for k, v in time_interleaved(sessions, inputs, args.rounds, args.runs).items()}
 
     print(f"\n{'target':12s} {'fp32 ms':>8s} {'plain ms':>8s} {'search ms':>9s} {'speed-up kept':>13s} "
           f"{'search/plain':>12s} {'plain drop':>10s} {'search drop':>11s} {'steps':>5s} {'kept float':>10s} {'cost':>6s}")

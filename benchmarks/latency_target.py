@@ -18,20 +18,21 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import add_timing_args, time_interleaved
+from common import add_timing_args, bundle_input, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bundle_session(result, cache: Path, target: str, precision: str, threads: int):
-    """The row of ``target``/``precision`` in a run and a session on its bundle (shipped or not)."""
+def bundle_session(result, cache: Path, target: str, precision: str, threads: int, size: int):
+    """The row of ``target``/``precision`` in a run, a session on its bundle (shipped or not) and an input in the
+    model's own form."""
     from edgeopt.targets import get_target
 
     row = next(r for r in result.records if r["target"] == target and r["precision"] == precision
                and r.get("cache_key"))
     bundle = cache / "export" / row["cache_key"]
     manifest = json.loads((bundle / "edgeopt.json").read_text())
-    return row, get_target(target).open(bundle, manifest, threads)
+    return row, get_target(target).open(bundle, manifest, threads), bundle_input(manifest, size)
 
 
 def main() -> None:
@@ -62,10 +63,9 @@ def main() -> None:
         base = edgeopt.run(edgeopt.load_config(args.config, [*common, f"output={args.output}/{target}-unpruned",
                                                              "stages=[calibrate, quantize, export, benchmark]"]),
                            cache_dir=cache)
-        base_row, base_run = bundle_session(base, cache, target, args.precision, args.threads)
-        pruned_row, pruned_run = bundle_session(pruned, cache, target, args.precision, args.threads)
         size = pruned_cfg.model.input_size
-        x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+        base_row, base_run, x = bundle_session(base, cache, target, args.precision, args.threads, size)
+        pruned_row, pruned_run, _ = bundle_session(pruned, cache, target, args.precision, args.threads, size)
         times = time_interleaved({"unpruned": base_run, "pruned": pruned_run}, x, args.rounds, args.runs)
         report = pruned.run_info["prune"]
         latency = report["latency"]

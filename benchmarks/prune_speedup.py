@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import add_timing_args, time_interleaved
+from common import add_timing_args, bundle_input, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,14 +38,13 @@ def main() -> None:
         for r in result.records:
             if r["status"] == "passed":
                 rows[(r["target"], r["precision"], tag)] = r
-    sessions = {}
+    sessions, inputs = {}, {}
     for key, r in rows.items():
         bundle = Path(r["artifact"])
-        sessions[key] = get_target(key[0]).open(bundle, json.loads((bundle / "edgeopt.json").read_text()),
-                                                args.threads)
-    size = pruned_cfg.model.input_size
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    times = time_interleaved(sessions, x, args.rounds, args.runs)
+        manifest = json.loads((bundle / "edgeopt.json").read_text())
+        sessions[key] = get_target(key[0]).open(bundle, manifest, args.threads)
+        inputs[key] = bundle_input(manifest, pruned_cfg.model.input_size)
+    times = time_interleaved(sessions, inputs, args.rounds, args.runs)
 
     report = pruned.run_info["prune"]
     print(f"\npruning: ratio {report['ratio']:.3f}, MACs {report['before']['macs'] / 1e6:.0f}M -> "

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from common import add_timing_args, time_interleaved
+from common import add_timing_args, bundle_input, time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,14 +34,13 @@ def main() -> None:
     wanted = set(args.target or [t.name for t in config.targets])
     ref = next(r for r in result.records if r["target"] == "torch")
     rows = [r for r in result.records if r["target"] in wanted and r["status"] == "passed"]
-    runs = {}
+    runs, inputs = {}, {}
     for r in rows:
         bundle = Path(r["artifact"])
         manifest = json.loads((bundle / "edgeopt.json").read_text())
         runs[(r["target"], r["precision"])] = get_target(r["target"]).open(bundle, manifest, args.threads)
-    size = config.model.input_size
-    x = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
-    times = time_interleaved(runs, x, args.rounds, args.runs)
+        inputs[(r["target"], r["precision"])] = bundle_input(manifest, config.model.input_size)
+    times = time_interleaved(runs, inputs, args.rounds, args.runs)
 
     print(f"\n{args.threads} thread(s); torch fp32 mAP50-95 {ref['map50_95']:.4f}; "
           f"{args.rounds}x{args.runs} interleaved timed runs per row")

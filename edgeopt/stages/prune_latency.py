@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Device, Target
 from edgeopt.errors import ConfigError
@@ -137,9 +139,15 @@ def paired_speedup(mine: list[float], theirs: list[float]) -> float:
     return statistics.median(m / t for m, t in zip(mine, theirs, strict=True))
 
 
-def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg: Any, ratio: float,
-                      round_to: int, out: Path, unpruned: Path | None) -> dict[str, Any]:
-    """Prune ``source`` at ``ratio`` (0: the model as it is), export it as ``artifact`` in ``out`` and time it on
+def structure(module: torch.nn.Module) -> list[list[int]]:
+    """The shapes of a module's parameters: what its latency depends on (two ratios that round to the same
+    channel counts make the same artifact)."""
+    return [list(p.shape) for p in module.parameters()]
+
+
+def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, student: torch.nn.Module | None,
+                      out: Path, unpruned: Path | None) -> dict[str, Any]:
+    """Export ``student`` (``source`` pruned; None: the model as it is) as ``artifact`` in ``out`` and time it on
     the artifact's device: ``latency_ms`` (the fastest round's median), ``macs``, and for a pruned candidate
     ``speedup``: its latency over the ``unpruned`` bundle's, the two timed in alternation (see
     :func:`time_beside` and :func:`paired_speedup`), so a machine busier now than when the unpruned one was first
@@ -148,15 +156,13 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg
     (in its own entry) to be timed beside every candidate; a candidate's bundle only serves its measurement."""
     bundle = out / "bundle"
     bundle.mkdir()
-    if ratio == 0.0:
+    if student is None:
         detector = ctx.detector
     else:
-        calib = ctx.calib.images if ctx.calib is not None else None
-        student = prune_once(source.module, cfg, ratio, round_to, source.input_size, calib, source.pruning)
         detector = _shipped(ctx, source, student, out)
         (out / "candidate.pt").unlink(missing_ok=True)
     export_bundle(artifact.target, detector, artifact.precision, ctx.plan, ctx.calib, bundle,
-                  artifact.section.options, ctx.config.parity, {"latency_candidate": ratio})
+                  artifact.section.options, ctx.config.parity, {"latency_candidate": student is not None})
 
     def bench(path: Path, window: tuple[int, int]) -> float:
         return artifact.device.bench(path, artifact.threads, *window)["latency_ms_median"]
@@ -177,7 +183,9 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, cfg
 
 
 class CandidateLatency:
-    """Measures pruned candidates of ``source`` as the run's latency artifact, each measurement a cache entry."""
+    """Measures pruned candidates of ``source`` as the run's latency artifact, each measurement a cache entry
+    keyed by the candidate's channel counts (not its ratio: two ratios that prune alike share one measurement,
+    so a search never sees two figures for one artifact)."""
 
     def __init__(self, ctx: Any, source: Detector, code: str, log: Callable[[str], None]) -> None:
         self.ctx, self.source, self.log = ctx, source, log
@@ -193,18 +201,24 @@ class CandidateLatency:
 
     def unpruned_bundle(self) -> Path:
         """The unpruned artifact's bundle (its measurement's cache entry keeps it), timed beside each candidate."""
-        key = stable_hash("prune-latency", 0.0, 0, *self.key)
+        key = stable_hash("prune-latency", None, *self.key)
         path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
-            self.ctx, self.artifact, self.source, self.cfg, 0.0, 0, d, None))
+            self.ctx, self.artifact, self.source, None, d, None))
         return path / "bundle"
 
     def __call__(self, ratio: float, round_to: int) -> dict[str, Any]:
         """``latency_ms``, ``macs`` and (pruned) ``unpruned_ms`` and ``speedup`` of the candidate pruned at
         ``ratio`` with channel counts in multiples of ``round_to`` (see :func:`measure_candidate`)."""
-        unpruned = None if ratio == 0.0 else self.unpruned_bundle()
-        key = stable_hash("prune-latency", ratio, 0 if ratio == 0.0 else round_to, *self.key)
-        path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
-            self.ctx, self.artifact, self.source, self.cfg, ratio, round_to, d, unpruned))
+        if ratio == 0.0:
+            path = self.unpruned_bundle().parent
+        else:
+            calib = self.ctx.calib.images if self.ctx.calib is not None else None
+            student = prune_once(self.source.module, self.cfg, ratio, round_to, self.source.input_size, calib,
+                                 self.source.pruning)
+            unpruned = self.unpruned_bundle()
+            key = stable_hash("prune-latency", structure(student), *self.key)
+            path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
+                self.ctx, self.artifact, self.source, student, d, unpruned))
         figures = json.loads((path / "latency.json").read_text())
         a = self.artifact
         self.log(f"latency of {a.target.name} {a.precision} on {a.device.name} at pruning ratio {ratio:.3f}"
