@@ -61,7 +61,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     ``cache_dir`` (default ``<output>/cache``) may be shared by runs: entries are content-addressed."""
     stages: list[Stage] = [STAGES.create(name) for name in config.stages]
     ctx = preflight(config, stages, Cache(cache_dir or config.output_dir / "cache", enabled=use_cache),
-                    console or Console(stderr=True))
+                    console or Console(stderr=True, soft_wrap=not sys.stderr.isatty()))  # a log file: lines whole
     with run_lock(config.output_dir):
         ctx.cache.clean_partial()
         remove_dead_temporaries((config.output_dir / "artifacts").glob(".*.tmp-*"))  # a run killed while shipping
