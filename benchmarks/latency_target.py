@@ -6,6 +6,7 @@ so machine noise hits both alike): the speed-up pruning bought, and the mAP befo
 
     python benchmarks/latency_target.py [--config configs/default.yaml] [--speedup 0.75]
         [--targets onnxruntime tflite ncnn openvino] [--precision int8] [--recovery-epochs 0] [--threads 1]
+        [--set KEY=VALUE ...]
 
 ``--recovery-epochs 0`` (the default) measures latency only (no recovery: the pruned model's mAP is that of the
 pruned weights); give epochs (and the config's prune.recovery data) to measure what recovery keeps.
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--recovery-epochs", type=int, default=0)
     parser.add_argument("--output", default=str(ROOT / "runs" / "latency-target"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for both runs (repeatable), e.g. 'prune.ignored=[]'")
     add_timing_args(parser)
     args = parser.parse_args()
 
@@ -51,7 +54,7 @@ def main() -> None:
     lines = []
     for target in args.targets:
         common = [f"targets={json.dumps([{'name': target, 'precisions': [args.precision]}])}",
-                  f"benchmark.threads={args.threads}"]
+                  f"benchmark.threads={args.threads}", *args.set]
         cache = Path(args.output) / "cache"  # one cache: the unpruned run reuses the pruned run's calibration
         recovery = [f"prune.recovery.epochs={args.recovery_epochs}"] + (
             ["prune.recovery.mode=none"] if args.recovery_epochs == 0 else [])
