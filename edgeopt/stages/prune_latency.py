@@ -7,8 +7,9 @@ straight after pruning (recovery comes once, for the ratio chosen): it is export
 and precision with the run's quantization plan and calibration, at the exported input size, and timed by the
 bundle's own runner on that device, in alternation with the unpruned artifact (so a machine that got busier
 slows both alike). The ratio is bisected until the candidate's latency is at most ``target_speedup`` times the
-unpruned artifact's, less ``prune.latency.margin`` for timing noise. Each measurement is a cache entry keyed by the model, the
-pruning settings, the artifact, the device and the versions, so a re-run or another target speedup reuses them.
+unpruned artifact's, less ``prune.latency.margin`` for timing noise. Each measurement is a cache entry keyed by
+the candidate's channel counts, the model, the pruning settings, the artifact, the device and the versions, so a
+re-run or another target speedup reuses them.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, stu
         window = timing_window(json.loads((unpruned.parent / "latency.json").read_text())["latency_ms"],
                                artifact.runs)
         mine, theirs = time_beside(lambda path: bench(path, window), bundle, unpruned)
-    # the fastest round of each: another job on the device only ever adds time, to whichever round it hit
+    # the fastest round as the latency: another job on the device only ever adds time, to whichever round it hit
     figures = {"latency_ms": round(min(mine), 4), "macs": count(detector.module, detector.input_size)[0]}
     if unpruned is not None:
         figures.update(unpruned_ms=round(min(theirs), 4), speedup=round(paired_speedup(mine, theirs), 4))
