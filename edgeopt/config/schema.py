@@ -142,6 +142,8 @@ class LatencyConfig(Strict):
     margin: float = Field(0.02, ge=0.0, lt=0.5, description=(
         "Aim this fraction below target_speedup: two timings of one pair of artifacts differ by 2-4% on a "
         "shared machine, so a ratio found just at the target may miss it when measured again"))
+    blocks: int = Field(4, ge=1, le=32, description=(
+        "With prune.allocation 'latency': consecutive blocks of about equal MACs, each measured pruned alone"))
 
 
 class PruneConfig(Strict):
@@ -155,7 +157,10 @@ class PruneConfig(Strict):
         "of the unpruned one's latency (0.75: 25% faster)"))
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
-    allocation: Literal["uniform", "global"] = "uniform"
+    allocation: Literal["uniform", "global", "latency"] = Field("uniform", description=(
+        "uniform: every layer at the ratio; global: the least important channels model-wide; latency: each block "
+        "of layers at a ratio proportional to the time it saves per unit of output distortion, measured on the "
+        "artifact of prune.latency (needs target_speedup)"))
     round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(None, description=(
         "Channel multiple; default from the quantization plan (8). auto: the multiple (8, 16, 32, 64) "
         "whose pruning saves the artifact of prune.latency the most time per MAC removed, measured on its device"))
@@ -279,6 +284,9 @@ class PipelineConfig(Strict):
             raise ValueError("benchmark.map needs data.validation (a labelled dataset)")
         if self.prune.target_speedup is not None:
             self._check_latency_artifact()
+        elif self.prune.allocation == "latency":
+            raise ValueError("prune.allocation 'latency' scales measured per-block ratios until a latency target is "
+                             "met: it needs prune.target_speedup")
         return self
 
     def _check_latency_artifact(self) -> None:

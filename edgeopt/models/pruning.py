@@ -96,15 +96,17 @@ def _importance(name: str):
             "bn_scale": lambda: tp.importance.BNScaleImportance()}[name]()
 
 
-def prune_once(model: nn.Module, cfg: Any, ratio: float, round_to: int, size: int,
-               calib_images: np.ndarray | None, hints: PruningHints = PruningHints()) -> nn.Module:
-    """A pruned copy of ``model`` at channel ratio ``ratio``; output convolutions are always kept.
-
-    ``cfg``: the prune config; ``hints``: the family's kept modules (used when the config names none) and its
-    rewrite into a prunable form."""
+def _prunable_copy(model: nn.Module, hints: PruningHints) -> nn.Module:
+    """A copy of ``model`` in the family's prunable form (what is pruned and what its module names refer to)."""
     model = copy.deepcopy(model).eval()
     if hints.normalize is not None:
         hints.normalize(model)
+    return model
+
+
+def _pruner(model: nn.Module, cfg: Any, ratio: float, round_to: int, size: int, hints: PruningHints) -> Any:
+    """torch-pruning's pruner over ``model`` (pruned in place by ``step()``) with the config's kept layers,
+    overrides, importance and allocation."""
     modules = dict(model.named_modules())
     example = torch.zeros(1, 3, size, size)
     ignored = [modules[n] for n in output_convs(model, example)]
@@ -116,10 +118,20 @@ def prune_once(model: nn.Module, cfg: Any, ratio: float, round_to: int, size: in
         if not matched:
             raise ConfigError(f"prune.overrides: no convolution matches {pattern!r}")
         ratio_dict.update({m: r for m in matched})
-    pruner = _pruner_class()(model, example, importance=_importance(cfg.importance),
-                                  global_pruning=cfg.allocation == "global", pruning_ratio=ratio,
-                                  pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, round_to=round_to,
-                                  forward_fn=head_outputs)
+    return _pruner_class()(model, example, importance=_importance(cfg.importance),
+                           global_pruning=cfg.allocation == "global", pruning_ratio=ratio,
+                           pruning_ratio_dict=ratio_dict or None, ignored_layers=ignored, round_to=round_to,
+                           forward_fn=head_outputs)
+
+
+def prune_once(model: nn.Module, cfg: Any, ratio: float, round_to: int, size: int,
+               calib_images: np.ndarray | None, hints: PruningHints = PruningHints()) -> nn.Module:
+    """A pruned copy of ``model`` at channel ratio ``ratio``; output convolutions are always kept.
+
+    ``cfg``: the prune config; ``hints``: the family's kept modules (used when the config names none) and its
+    rewrite into a prunable form."""
+    model = _prunable_copy(model, hints)
+    pruner = _pruner(model, cfg, ratio, round_to, size, hints)
     if cfg.importance == "taylor":
         if calib_images is None:
             raise ConfigError("prune.importance 'taylor' needs calibration images (the calibrate stage)")
@@ -131,6 +143,58 @@ def prune_once(model: nn.Module, cfg: Any, ratio: float, round_to: int, size: in
     pruner.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
+
+
+def prunable_blocks(model: nn.Module, cfg: Any, size: int, count_of_blocks: int,
+                    hints: PruningHints = PruningHints()) -> list[list[str]]:
+    """The convolutions whose output channels pruning cuts (one per torch-pruning group, the group's root; the
+    config's kept layers excluded), in module order, split into ``count_of_blocks`` consecutive blocks of about
+    equal MACs (fewer when there are fewer groups): the units a latency allocation measures and weighs."""
+    model = _prunable_copy(model, hints)
+    pruner = _pruner(model, cfg, 0.0, 1, size, hints)
+    names = {m: n for n, m in model.named_modules()}
+    roots = {group[0].dep.target.module for group in pruner.DG.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types)}
+    convs = [m for m in model.modules() if m in roots and isinstance(m, nn.Conv2d)]
+    macs = _conv_macs(model, convs, size)
+    total, blocks, done = sum(macs.values()), [], 0.0
+    for conv in convs:  # a new block starts each time the running MAC count passes the next equal share
+        if not blocks or (done >= total * len(blocks) / count_of_blocks and len(blocks) < count_of_blocks):
+            blocks.append([])
+        blocks[-1].append(names[conv])
+        done += macs[conv]
+    return blocks
+
+
+def _conv_macs(model: nn.Module, convs: list[nn.Conv2d], size: int) -> dict[nn.Conv2d, float]:
+    """Each convolution's multiply-accumulates at one ``size`` x ``size`` image."""
+    macs: dict[nn.Conv2d, float] = {}
+
+    def record(conv: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
+        macs[conv] = float(output.numel() * conv.weight[0].numel())
+
+    hooks = [conv.register_forward_hook(record) for conv in convs]
+    try:
+        with torch.no_grad():
+            head_outputs(model, torch.zeros(1, 3, size, size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {conv: macs.get(conv, 0.0) for conv in convs}
+
+
+def output_distortion(model: nn.Module, pruned: nn.Module, images: np.ndarray) -> float:
+    """How far ``pruned``'s raw head outputs move from ``model``'s on ``images`` (uint8 NHWC): the squared error
+    over the outputs' mean square (0: unchanged). Labels are not needed, and the figure is comparable between
+    parts of one model, unlike weight magnitudes."""
+    x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    with torch.no_grad():
+        pairs = zip(head_outputs(model.eval(), x), head_outputs(pruned.eval(), x), strict=True)
+        error, scale = 0.0, 0.0
+        for y, z in pairs:
+            error += float((z - y).pow(2).mean())
+            scale += float(y.pow(2).mean())
+    return error / scale if scale > 0 else error
 
 
 def prune_to_target(model: nn.Module, cfg: Any, round_to: int, size: int, calib_images: np.ndarray | None,

@@ -90,10 +90,26 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
                   "", "| ratio | MACs (M) | median ms | x unpruned |", "|---|---|---|---|"]
         lines += [f"| {t['ratio']:.3f} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} |"
                   for t in latency["table"]]
+        lines += _allocation_lines(report.get("allocation_measured"))
         shipped = shipped_against_unpruned(report, records)
         if shipped:
             lines += ["", "Measured again by the benchmark stage (recovered weights, same channel counts): "
                       + "; ".join(f"{r['latency_ms_median']:.2f} ms ({r['speedup']:.2f}x of unpruned)" for r in shipped)
                       + "."]
         lines += [f"- **{w}**" for w in pruning_warnings(report, records)]
+    return lines
+
+
+def _allocation_lines(allocation: dict[str, Any] | None) -> list[str]:
+    """The measured blocks of prune.allocation 'latency': time saved and distortion when pruned alone, and the
+    share of the ratio each got."""
+    if not allocation:
+        return []
+    lines = ["", f"Allocation by latency: each block of layers pruned alone at {allocation['probe_ratio']:g}, timed "
+                 "beside the unpruned artifact and its output distortion measured on the calibration images; a "
+                 "block's ratio is the ratio above times its weight (time saved per unit of distortion, relative "
+                 "to the mean).", "",
+             "| block | convolutions | time saved | output distortion | weight |", "|---|---|---|---|---|"]
+    lines += [f"| {b['first']} .. {b['last']} | {b['convolutions']} | {b['saved']:.1%} | {b['distortion']:.4g} | "
+              f"{b['weight']:.2f} |" for b in allocation["blocks"]]
     return lines

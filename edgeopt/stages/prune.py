@@ -25,6 +25,7 @@ from edgeopt.models.checkpoint import load_pruned, save_pruned
 from edgeopt.models.detector import Detector, torch_infer
 from edgeopt.models.pruning import count, prune_to_target
 from edgeopt.stages.accuracy import float_map
+from edgeopt.stages.prune_allocation import measure_allocation
 from edgeopt.stages.prune_latency import (CandidateLatency, latency_artifact, multiple_by_measurement,
                                           ratio_for_speedup)
 from edgeopt.training.recover import recover, recovery_mode
@@ -158,9 +159,14 @@ class PruneStage(Stage):
                 fixed = cfg.target_speedup is None and cfg.target_macs_reduction is None and cfg.ratio
                 extra["round_to_measured"] = multiple_by_measurement(measure, cfg.ratio if fixed else AUTO_RATIO)
                 round_to = extra["round_to_measured"]["round_to"]
+            if cfg.allocation == "latency":  # per-block ratios by time saved per unit of distortion, measured
+                measure.allocation = measure_allocation(measure, round_to, ctx.console.print)
+                extra["allocation_measured"] = measure.allocation.describe()
             if cfg.target_speedup is not None:  # the ratio the latency target needs, measured; then prune at it
                 extra["latency"] = ratio_for_speedup(measure, round_to)
-                cfg = cfg.model_copy(update={"ratio": extra["latency"]["ratio"], "target_speedup": None})
+                ratio = extra["latency"]["ratio"]
+                cfg = cfg.model_copy(update={"ratio": ratio, "target_speedup": None,
+                                             "overrides": measure.overrides(ratio)})
         prune_detector(source, cfg.model_copy(update={"round_to": round_to}), round_to, ctx.calib, ctx.recovery_set,
                        ctx.validation, out, log=ctx.console.print, extra=extra)
 

@@ -191,6 +191,7 @@ class CandidateLatency:
     def __init__(self, ctx: Any, source: Detector, code: str, log: Callable[[str], None]) -> None:
         self.ctx, self.source, self.log = ctx, source, log
         self.cfg = ctx.config.prune
+        self.allocation: Any = None  # with prune.allocation 'latency': per-layer ratios for a mean ratio
         self.artifact = latency_artifact(ctx)
         settings = self.cfg.model_dump(exclude={"ratio", "round_to", "target_speedup", "target_macs_reduction",
                                                 "recovery", "latency"})
@@ -211,19 +212,37 @@ class CandidateLatency:
         """``latency_ms``, ``macs`` and (pruned) ``unpruned_ms`` and ``speedup`` of the candidate pruned at
         ``ratio`` with channel counts in multiples of ``round_to`` (see :func:`measure_candidate`)."""
         if ratio == 0.0:
+            return self.timed(None, "unpruned")
+        return self.timed(self.prune(ratio, round_to),
+                          f"at pruning ratio {ratio:.3f} (channels in multiples of {round_to})")
+
+    def overrides(self, ratio: float) -> dict[str, float]:
+        """The per-layer ratios the candidate at ``ratio`` is pruned with: the allocation's, if any, then the
+        configured prune.overrides (which win)."""
+        allocated = self.allocation.overrides(ratio) if self.allocation is not None else {}
+        return {**allocated, **self.cfg.overrides}
+
+    def prune(self, ratio: float, round_to: int, overrides: dict[str, float] | None = None) -> torch.nn.Module:
+        """``source`` pruned at ``ratio`` with channel counts in multiples of ``round_to``, and per-layer
+        ``overrides`` (default: :meth:`overrides`)."""
+        cfg = self.cfg.model_copy(update={"overrides": self.overrides(ratio) if overrides is None else overrides})
+        calib = self.ctx.calib.images if self.ctx.calib is not None else None
+        return prune_once(self.source.module, cfg, ratio, round_to, self.source.input_size, calib,
+                          self.source.pruning)
+
+    def timed(self, student: torch.nn.Module | None, label: str) -> dict[str, Any]:
+        """The measurement of ``student`` (None: the unpruned model), from the cache or made now."""
+        if student is None:
             path = self.unpruned_bundle().parent
         else:
-            calib = self.ctx.calib.images if self.ctx.calib is not None else None
-            student = prune_once(self.source.module, self.cfg, ratio, round_to, self.source.input_size, calib,
-                                 self.source.pruning)
             unpruned = self.unpruned_bundle()
             key = stable_hash("prune-latency", structure(student), *self.key)
             path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
                 self.ctx, self.artifact, self.source, student, d, unpruned))
         figures = json.loads((path / "latency.json").read_text())
         a = self.artifact
-        self.log(f"latency of {a.target.name} {a.precision} on {a.device.name} at pruning ratio {ratio:.3f}"
-                 f"{f' (channels in multiples of {round_to})' if ratio else ''}: {figures['latency_ms']:.2f} ms")
+        self.log(f"latency of {a.target.name} {a.precision} on {a.device.name}, {label}: "
+                 f"{figures['latency_ms']:.2f} ms")
         return figures
 
 

@@ -249,3 +249,38 @@ def test_prune_input_size_prunes_once_for_every_exported_size(tmp_path):
     assert at_256["input_size"] == 256 and at_256["map50_95"] != second.run_info["prune"]["after_recovery"]["map50_95"]
     row = next(r for r in second.records if r["target"] == "onnxruntime")
     assert abs(row["map50_95"] - at_256["map50_95"]) < 0.005
+
+
+def test_prunable_blocks_split_the_prunable_layers_in_order_into_blocks_of_similar_macs():
+    """Every group root pruning may cut is in exactly one block, kept layers in none, in module order; a
+    ratio on one block's roots prunes that block and nothing else."""
+    from edgeopt.models.pruning import prunable_blocks
+
+    model = _tiny_reference()
+    cfg = PruneConfig(ratio=0.0, ignored=["stem.*", "heads.*"])
+    blocks = prunable_blocks(model, cfg, 64, 3)
+    names = [n for block in blocks for n in block]
+    order = [n for n, _ in model.named_modules()]
+    assert len(blocks) == 3 and all(blocks) and len(set(names)) == len(names)
+    assert names == sorted(names, key=order.index)
+    assert not any(n.startswith(("stem", "heads")) for n in names)
+    everything = prune_once(model, cfg, 0.5, 1, 64, None)  # multiples of 1: no layer too small to cut
+    changed = {n for n, m in everything.named_modules()
+               if isinstance(m, nn.Conv2d) and m.out_channels != dict(model.named_modules())[n].out_channels}
+    assert set(names) <= changed  # a uniform cut thins every root (and the layers coupled to them)
+    only_last = prune_once(model, cfg.model_copy(update={"overrides": dict.fromkeys(blocks[-1], 0.5)}), 0.0, 1, 64, None)
+    thinned = {n for n, m in only_last.named_modules()
+               if isinstance(m, nn.Conv2d) and m.out_channels != dict(model.named_modules())[n].out_channels}
+    assert set(blocks[-1]) <= thinned and not thinned & set(names) - set(blocks[-1])
+    assert len(prunable_blocks(model, cfg, 64, 100)) == len(names)  # no more blocks than layers
+
+
+def test_output_distortion_is_zero_for_the_same_model_and_grows_with_the_cut():
+    from edgeopt.models.pruning import output_distortion
+
+    model = _tiny_reference()
+    images = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8).numpy()
+    cfg = PruneConfig(ratio=0.0, ignored=["stem.*", "heads.*"])
+    assert output_distortion(model, prune_once(model, cfg, 0.0, 8, 64, None), images) == pytest.approx(0.0, abs=1e-9)
+    light, heavy = (output_distortion(model, prune_once(model, cfg, r, 8, 64, None), images) for r in (0.25, 0.75))
+    assert 0 < light < heavy
