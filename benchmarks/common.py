@@ -13,11 +13,9 @@ def bundle_input(manifest: dict, size: int) -> np.ndarray:
     """A random image as the bundle's model takes it (layout, and raw uint8 pixels for a uint8/int8 input), as
     its run.py --bench feeds it: a float NCHW batch would time the runner's conversion too (0.3 ms a call at
     320 px for a TFLite int8 model, a constant that pulls every latency ratio towards 1)."""
-    from edgeopt.bundle.letterbox import to_tensor
+    from edgeopt.bundle.main import model_input
 
-    spec = manifest["input"]
-    hwc = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    return to_tensor(hwc, spec["layout"], "uint8" if spec["dtype"] in ("uint8", "int8") else "float32")
+    return model_input(manifest, np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
 def add_timing_args(parser: argparse.ArgumentParser) -> None:

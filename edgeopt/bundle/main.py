@@ -97,7 +97,7 @@ def _decoder(manifest: dict, score: float | None) -> DecoderConfig:
         raise BundleError(f"{HERE / 'edgeopt.json'}: bad 'output.decoder': {exc}") from None
 
 
-def _input(manifest: dict, hwc: np.ndarray) -> np.ndarray:
+def model_input(manifest: dict, hwc: np.ndarray) -> np.ndarray:
     """The model input for an RGB uint8 HWC image: layout and dtype from the manifest (uint8 = raw pixels)."""
     spec = manifest["input"]
     return to_tensor(hwc, spec["layout"], "uint8" if spec["dtype"] in ("uint8", "int8") else "float32")
@@ -117,7 +117,7 @@ def detect(image_path: str, threads: int = 1, score: float | None = None, verify
     decoder = _decoder(manifest, score)  # before the model loads: a bad manifest is named first
     hwc, lb = _image(image_path, manifest["input"]["size"])
     run = _session(manifest, threads)
-    out = run(_input(manifest, hwc))[0]
+    out = run(model_input(manifest, hwc))[0]
     det = decode(out, manifest["input"]["size"], decoder)
     boxes = lb.to_original(det.boxes)
     names = manifest["class_names"]
@@ -134,7 +134,7 @@ def detect_for_map(image_paths: list[str], threads: int = 1, verify: bool = True
     run = _session(manifest, threads)
     for path in image_paths:
         hwc, lb = _image(path, size)
-        det = decode(run(_input(manifest, hwc))[0], size, decoder)
+        det = decode(run(model_input(manifest, hwc))[0], size, decoder)
         yield {"image": path, "boxes": lb.to_original(det.boxes).tolist(), "scores": det.scores.tolist(),
                "classes": det.classes.astype(int).tolist()}
 
@@ -143,7 +143,7 @@ def _bench_input(manifest: dict, image: str | None) -> np.ndarray:
     """The model input timed: the image given, or a plain grey (letterbox padding colour) frame."""
     size = manifest["input"]["size"]
     hwc = _image(image, size)[0] if image else np.full((size, size, 3), 114, np.uint8)
-    return _input(manifest, hwc)
+    return model_input(manifest, hwc)
 
 
 def bench(threads: int, warmup: int, runs: int, image: str | None, verify: bool = True) -> dict:
