@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgeopt.core.progress import stream_console
 from edgeopt.errors import ConfigError, EdgeoptError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -25,10 +25,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: generate the synthe
 app.add_typer(data_app, name="data")
 device_app = typer.Typer(no_args_is_help=True, help="Devices: check one, or install the runtimes on it.")
 app.add_typer(device_app, name="device")
-# wide tables when piped to a file or CI log (rich would default to 80 columns there)
-# piped or logged: tables 160 wide, and lines never wrapped (a path broken over two lines cannot be pasted)
-console = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=not sys.stdout.isatty())
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160, soft_wrap=not sys.stderr.isatty())
+console = stream_console()
+err_console = stream_console(stderr=True)
 
 
 def _print_version(value: bool) -> None:

@@ -22,6 +22,7 @@ from edgeopt.config.schema import PipelineConfig
 from edgeopt.core.cache import Cache, copy_tree_atomic, remove_dead_temporaries, stable_hash
 from edgeopt.core.contracts import Stage
 from edgeopt.core.lock import run_lock
+from edgeopt.core.progress import stream_console
 from edgeopt.core.manifest import verify_bundle
 from edgeopt.core.registry import STAGES, TARGETS
 from edgeopt.data.open import open_dataset
@@ -61,7 +62,7 @@ def run_pipeline(config: PipelineConfig, use_cache: bool = True, console: Consol
     ``cache_dir`` (default ``<output>/cache``) may be shared by runs: entries are content-addressed."""
     stages: list[Stage] = [STAGES.create(name) for name in config.stages]
     ctx = preflight(config, stages, Cache(cache_dir or config.output_dir / "cache", enabled=use_cache),
-                    console or Console(stderr=True, soft_wrap=not sys.stderr.isatty()))  # a log file: lines whole
+                    console or stream_console(stderr=True))
     with run_lock(config.output_dir):
         ctx.cache.clean_partial()
         remove_dead_temporaries((config.output_dir / "artifacts").glob(".*.tmp-*"))  # a run killed while shipping
