@@ -64,7 +64,9 @@ def main() -> None:
             *recovery])
         pruned = edgeopt.run(pruned_cfg, cache_dir=cache)
         base = edgeopt.run(edgeopt.load_config(args.config, [*common, f"output={args.output}/{target}-unpruned",
-                                                             "stages=[calibrate, quantize, export, benchmark]"]),
+                                                             "stages=[calibrate, quantize, export, benchmark]",
+                                                             # no prune stage: its latency-only settings do not apply
+                                                             "prune.allocation=uniform"]),
                            cache_dir=cache)
         size = pruned_cfg.model.input_size
         base_row, base_run, x = bundle_session(base, cache, target, args.precision, args.threads, size)
@@ -78,6 +80,9 @@ def main() -> None:
         for t in latency["table"]:
             beside = t.get("unpruned_ms", t["latency_ms"])
             print(f"  {t['ratio']:.3f} {t['macs'] / 1e6:8.1f}M {t['latency_ms']:8.3f} {beside:8.3f} {t['speedup']:.3f}")
+        for b in (report.get("allocation_measured") or {}).get("blocks", []):
+            print(f"  block {b['first']} .. {b['last']}: saved {b['saved']:.1%} pruned alone, distortion "
+                  f"{b['distortion']:.4g}, weight {b['weight']:.2f}")
         lines.append(f"{target:12s} {args.precision:9s} {report['ratio']:6.3f} {report['macs_reduction'] * 100:6.1f}% "
                      f"{latency['speedup']:8.3f} {np.median(times['unpruned']):9.2f} {np.median(times['pruned']):9.2f} "
                      f"{side_by_side:8.3f} {'met' if side_by_side <= args.speedup else 'MISSED':6s} "

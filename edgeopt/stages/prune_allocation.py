@@ -14,9 +14,9 @@ about equal MACs, and each block is measured on its own, pruned at PROBE_RATIO w
 A block's ratio is then proportional to its time saved per unit of distortion. That is the optimum when time
 saved grows linearly with a block's ratio and distortion quadratically (the least important channels go
 first): minimising the summed distortion for a given time saved gives each block ratio ``lambda * saved /
-distortion``. The ratio search then bisects the common scale ``lambda`` (reported as the ratio, the mean of the
-blocks' ratios) against the measured end-to-end latency, as for a uniform cut, and the same per-layer ratios
-prune the model that is recovered and shipped.
+distortion``, up to HIGHEST (a block that reaches it stays there while the others go on). The ratio search then
+bisects the mean of the blocks' ratios (reported as the ratio) against the measured end-to-end latency, as for a
+uniform cut, and the same per-layer ratios prune the model that is recovered and shipped.
 """
 
 from __future__ import annotations
@@ -40,10 +40,23 @@ class LatencyAllocation:
     weights: list[float]
     table: list[dict[str, Any]]
 
+    def block_ratios(self, ratio: float) -> list[float]:
+        """Each block's ratio when the blocks' mean is ``ratio``: ``scale * weight``, at most HIGHEST. A block
+        that reaches HIGHEST stops there and the others take the rest of the mean, so every mean a set of
+        unsaturated blocks could reach is reached (up to all blocks with any weight at HIGHEST)."""
+        def at(scale: float) -> list[float]:
+            return [min(HIGHEST, scale * w) for w in self.weights]
+
+        positive = [w for w in self.weights if w > 0]
+        lo, hi = 0.0, HIGHEST / min(positive)  # at hi every block with a weight is at HIGHEST
+        for _ in range(60):  # the mean grows with the scale: bisect it
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if sum(at(mid)) / len(self.weights) < ratio else (lo, mid)
+        return [round(r, 4) for r in at(hi)]
+
     def overrides(self, ratio: float) -> dict[str, float]:
-        """Per-convolution pruning ratios at mean ratio ``ratio`` (a block's ratio at most HIGHEST)."""
-        return {name: round(min(HIGHEST, ratio * weight), 4)
-                for block, weight in zip(self.blocks, self.weights, strict=True) for name in block}
+        """Per-convolution pruning ratios when the blocks' mean ratio is ``ratio``."""
+        return {name: r for block, r in zip(self.blocks, self.block_ratios(ratio), strict=True) for name in block}
 
     def describe(self) -> dict[str, Any]:
         """What prune.json records: the probe ratio and, per block, its layers, measurements and weight."""

@@ -4,6 +4,8 @@ import json
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError
@@ -27,8 +29,21 @@ def test_a_block_that_saved_no_time_is_not_pruned_and_none_saving_is_refused():
 
 def test_per_layer_ratios_scale_with_the_mean_and_stop_at_the_highest():
     allocation = LatencyAllocation([["a", "b"], ["c"]], [1.5, 0.5], [])
-    assert allocation.overrides(0.4) == pytest.approx({"a": 0.6, "b": 0.6, "c": 0.2})
-    assert allocation.overrides(0.8) == pytest.approx({"a": HIGHEST, "b": HIGHEST, "c": 0.4})
+    assert allocation.overrides(0.4) == pytest.approx({"a": 0.6, "b": 0.6, "c": 0.2}, abs=1e-4)
+    # the first block stops at HIGHEST; the second takes the rest of the mean instead of stalling at 0.3
+    assert allocation.overrides(0.8) == pytest.approx({"a": HIGHEST, "b": HIGHEST, "c": 1.6 - HIGHEST}, abs=1e-4)
+    assert allocation.block_ratios(0.95) == pytest.approx([HIGHEST, HIGHEST])  # beyond reach: all at HIGHEST
+
+
+@given(weights=st.lists(st.one_of(st.just(0.0), st.floats(1e-3, 5.0)), min_size=1, max_size=8).filter(any),
+       ratio=st.floats(0.0, HIGHEST))
+def test_the_blocks_ratios_average_to_the_ratio_asked_whenever_it_is_reachable(weights, ratio):
+    allocation = LatencyAllocation([[str(i)] for i in range(len(weights))], weights, [])
+    ratios = allocation.block_ratios(ratio)
+    reachable = HIGHEST * sum(w > 0 for w in weights) / len(weights)
+    assert all(0.0 <= r <= HIGHEST for r in ratios)
+    assert sum(ratios) / len(ratios) == pytest.approx(min(ratio, reachable), abs=1e-3)
+    assert all(r == 0.0 for r, w in zip(ratios, weights) if w == 0)
 
 
 def test_latency_allocation_needs_a_latency_target(tmp_path):
