@@ -107,9 +107,9 @@ def _allocation_lines(allocation: dict[str, Any] | None) -> list[str]:
         return []
     lines = ["", f"Allocation by latency: each block of layers pruned alone at {allocation['probe_ratio']:g}, timed "
                  "beside the unpruned artifact and its output distortion measured on the calibration images; a "
-                 "block's ratio is the ratio above times its weight (time saved per unit of distortion, relative "
-                 "to the mean).", "",
-             "| block | convolutions | time saved | output distortion | weight |", "|---|---|---|---|---|"]
+                 "block's ratio is proportional to its weight (time saved per unit of distortion, relative to the "
+                 "mean), the blocks' mean being the ratio above.", "",
+             "| block | convolutions | time saved | output distortion | weight | ratio |", "|---|---|---|---|---|---|"]
     lines += [f"| {b['first']} .. {b['last']} | {b['convolutions']} | {b['saved']:.1%} | {b['distortion']:.4g} | "
-              f"{b['weight']:.2f} |" for b in allocation["blocks"]]
+              f"{b['weight']:.2f} | {b['ratio']:.3f} |" for b in allocation["blocks"]]
     return lines

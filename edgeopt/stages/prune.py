@@ -165,6 +165,10 @@ class PruneStage(Stage):
             if cfg.target_speedup is not None:  # the ratio the latency target needs, measured; then prune at it
                 extra["latency"] = ratio_for_speedup(measure, round_to)
                 ratio = extra["latency"]["ratio"]
+                if measure.allocation is not None:  # what each block was pruned at, for the report
+                    for block, block_ratio in zip(extra["allocation_measured"]["blocks"],
+                                                  measure.allocation.block_ratios(ratio), strict=True):
+                        block["ratio"] = block_ratio
                 cfg = cfg.model_copy(update={"ratio": ratio, "target_speedup": None,
                                              "overrides": measure.overrides(ratio)})
         prune_detector(source, cfg.model_copy(update={"round_to": round_to}), round_to, ctx.calib, ctx.recovery_set,

@@ -74,6 +74,8 @@ def test_each_block_is_measured_on_the_runtime_and_the_shipped_model_is_the_meas
     chosen = next(t for t in latency["table"] if t["ratio"] == latency["ratio"])
     assert latency["speedup"] <= latency["aimed_at"] and report["allocation"] == "latency"
     assert report["after_prune"]["macs"] == chosen["macs"]  # the shipped structure is the one measured
+    weighted = LatencyAllocation([[b["first"]] for b in blocks], [b["weight"] for b in blocks], blocks)
+    assert [b["ratio"] for b in blocks] == weighted.block_ratios(report["ratio"])  # the mean is the ratio chosen
     text = (tmp_path / "run" / "report.md").read_text()
     assert "Allocation by latency: each block of layers pruned alone at 0.5" in text
     assert f"| {blocks[0]['first']} .. {blocks[0]['last']} |" in text
