@@ -65,10 +65,11 @@ class LatencyAllocation:
 
 def allocation_weights(saved: list[float], distortion: list[float]) -> list[float]:
     """Each block's ratio relative to the mean: proportional to time saved per unit of distortion. A block that
-    saved no time (within timing noise, or slower) is not pruned.
+    saved no time (within timing noise, or slower) is not pruned, nor one whose probe changed nothing (distortion
+    0: layers too small to cut at the channel multiple), whatever timing noise said it saved.
 
     Raises ConfigError when no block saved any time."""
-    efficiency = [max(s, 0.0) / max(d, 1e-12) for s, d in zip(saved, distortion, strict=True)]
+    efficiency = [max(s, 0.0) / d if d > 0 else 0.0 for s, d in zip(saved, distortion, strict=True)]
     mean = sum(efficiency) / len(efficiency)
     if mean <= 0:
         raise ConfigError("prune.allocation 'latency': pruning no block of the model saved measurable time on the "
@@ -83,6 +84,9 @@ def measure_allocation(measure: CandidateLatency, round_to: int, log: Any = prin
         raise ConfigError("prune.allocation 'latency' measures output distortion on calibration images: add the "
                           "calibrate stage")
     blocks = prunable_blocks(source.module, cfg, source.input_size, cfg.latency.blocks, source.pruning)
+    if not blocks:
+        raise ConfigError("prune.allocation 'latency': the model has no layer to prune (prune.ignored keeps them "
+                          "all)", hint="shrink prune.ignored")
     images = ctx.calib.images[:DISTORTION_IMAGES]
     table = []
     for i, block in enumerate(blocks):

@@ -23,6 +23,8 @@ def test_a_block_gets_a_ratio_proportional_to_time_saved_per_distortion():
 
 def test_a_block_that_saved_no_time_is_not_pruned_and_none_saving_is_refused():
     assert allocation_weights([0.1, -0.02, 0.0], [0.1, 0.1, 0.1]) == pytest.approx([3.0, 0.0, 0.0])
+    # a probe that changed nothing (distortion 0) is not weighted by what timing noise said it saved
+    assert allocation_weights([0.1, 0.01], [0.1, 0.0]) == pytest.approx([2.0, 0.0])
     with pytest.raises(ConfigError, match="pruning no block of the model saved measurable time"):
         allocation_weights([-0.01, 0.0], [0.1, 0.2])
 
