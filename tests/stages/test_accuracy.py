@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import edgeopt
+import edgeopt.stages.export
 from edgeopt.core.quant import QuantPlan
 from edgeopt.stages.accuracy import MAX_DEPTH, search_plans
 from helpers import write_config
@@ -71,8 +72,13 @@ def test_the_search_finds_the_head_where_quantizing_it_costs_accuracy(searched):
     assert "## INT8 accuracy search" in report and (Path(searched.output) / "int8_search.png").exists()
 
 
-def test_a_budget_no_step_meets_fails_the_row_with_the_figures(tmp_path):
-    result = budget_run(tmp_path, 0.0, ["onnxruntime"], ("fp32", "int8"))  # only float loses exactly nothing
+def test_a_budget_no_step_meets_fails_the_row_with_the_figures(tmp_path, monkeypatch):
+    # int8 may score as well as float on 48 images (it did on a CPU with VNNI kernels), so no real budget is sure
+    # to be missed: the float figure the search compares against is made perfect, and every int8 step loses some
+    real_float_map = edgeopt.stages.export.float_map
+    monkeypatch.setattr(edgeopt.stages.export, "float_map",
+                        lambda ctx, detector: {**real_float_map(ctx, detector), "map50_95": 1.0})
+    result = budget_run(tmp_path, 0.0, ["onnxruntime"], ("fp32", "int8"))
     rows = {r["precision"]: r for r in result.records if r["target"] == "onnxruntime"}
     assert rows["fp32"]["status"] == "passed"  # float bundles are not searched
     row = rows["int8"]
