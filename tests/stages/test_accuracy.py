@@ -9,8 +9,9 @@ import pytest
 
 import edgeopt
 import edgeopt.stages.export
+from edgeopt.core.manifest import Manifest
 from edgeopt.core.quant import QuantPlan
-from edgeopt.stages.accuracy import MAX_DEPTH, search_plans
+from edgeopt.stages.accuracy import MAX_DEPTH, export_to_budget, search_plans, search_problem
 from helpers import write_config
 
 TARGETS = ["onnxruntime", "openvino", "tflite", "ncnn"]
@@ -98,3 +99,46 @@ def test_max_drop_needs_a_labelled_validation_set(tmp_path):
                           stages=["calibrate", "quantize", "export"])
     with pytest.raises(edgeopt.ConfigError, match="quantize.max_drop"):
         edgeopt.run(edgeopt.load_config(str(config)))
+
+
+def scripted_search(tmp_path: Path, scores: list[float], verdicts: list[str], kept: list[list[str]],
+                    budget: float = 0.5) -> tuple[dict, list[int]]:
+    """The search over fake exports: step i keeps ``kept[i]`` float, scores ``scores[i]`` and has parity
+    ``verdicts[i]``; returns the recorded search and which exports were measured."""
+    exports: list[int] = []
+    measured: list[int] = []
+
+    def export(plan: QuantPlan) -> Manifest:
+        i = len(exports)
+        exports.append(i)
+        (tmp_path / f"model{i}.bin").write_bytes(b"x")  # each step starts from an empty bundle directory
+        return Manifest("t", "int8", [f"model{i}.bin"], {}, {}, [], {"kept_float": kept[i]}, {}, {},
+                        parity={"verdict": verdicts[i]})
+
+    def measure(manifest: Manifest) -> dict:
+        i = exports[-1]
+        measured.append(i)
+        return {"map50_95": scores[i]}
+
+    manifest = export_to_budget(export, measure, QuantPlan(keep_head_float=False), budget, 0.80, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeopt.json", f"model{exports[-1]}.bin"]
+    return manifest.quantization["accuracy_search"], measured
+
+
+def test_the_search_stops_at_the_first_step_within_budget_that_passes_parity(tmp_path):
+    kept = [[], ["decode"], ["decode", "a"], ["decode", "a", "b"], ["decode", "a", "b", "c"]]
+    search, measured = scripted_search(tmp_path, [0.70, 0.797, 0.799, 0.80, 0.80],
+                                       ["passed", "failed", "passed", "passed", "passed"], kept)
+    assert search["met"] and measured == [0, 1, 2]  # step 1 is within budget but failed parity
+    assert [round(s["drop_points"], 3) for s in search["steps"]] == [10.0, 0.3, 0.1]
+    manifest = Manifest("t", "int8", [], {}, {}, [], {"accuracy_search": search}, {}, {})
+    assert search_problem(manifest) is None
+
+
+def test_a_step_that_keeps_nothing_more_float_is_not_measured_and_nan_never_meets(tmp_path):
+    kept = [[], ["decode"], ["decode"], ["decode", "a"], ["decode", "a", "b"]]
+    search, measured = scripted_search(tmp_path, [0.70, float("nan"), 0.0, 0.78, 0.79],
+                                       ["passed"] * 5, kept)
+    assert measured == [0, 1, 3, 4] and not search["met"]
+    problem = search_problem(Manifest("t", "int8", [], {}, {}, [], {"accuracy_search": search}, {}, {}))
+    assert problem.startswith("quantize.max_drop 0.5 pt not met: 1.00 pt lost after 4 export(s)"), problem
