@@ -101,10 +101,10 @@ def test_max_drop_needs_a_labelled_validation_set(tmp_path):
         edgeopt.run(edgeopt.load_config(str(config)))
 
 
-def scripted_search(tmp_path: Path, scores: list[float], verdicts: list[str], kept: list[list[str]],
-                    budget: float = 0.5) -> tuple[dict, list[int]]:
-    """The search over fake exports: step i keeps ``kept[i]`` float, scores ``scores[i]`` and has parity
-    ``verdicts[i]``; returns the recorded search and which exports were measured."""
+def scripted_search(tmp_path: Path, scores: list[float], verdicts: list[str],
+                    kept: list[list[str]]) -> tuple[Manifest, list[int]]:
+    """The search to a 0.5 pt budget over fake exports: step i keeps ``kept[i]`` float, scores ``scores[i]`` and
+    has parity ``verdicts[i]``; returns the last export's manifest and which exports were measured."""
     exports: list[int] = []
     measured: list[int] = []
 
@@ -120,25 +120,24 @@ def scripted_search(tmp_path: Path, scores: list[float], verdicts: list[str], ke
         measured.append(i)
         return {"map50_95": scores[i]}
 
-    manifest = export_to_budget(export, measure, QuantPlan(keep_head_float=False), budget, 0.80, tmp_path)
+    manifest = export_to_budget(export, measure, QuantPlan(keep_head_float=False), 0.5, 0.80, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edgeopt.json", f"model{exports[-1]}.bin"]
-    return manifest.quantization["accuracy_search"], measured
+    return manifest, measured
 
 
 def test_the_search_stops_at_the_first_step_within_budget_that_passes_parity(tmp_path):
     kept = [[], ["decode"], ["decode", "a"], ["decode", "a", "b"], ["decode", "a", "b", "c"]]
-    search, measured = scripted_search(tmp_path, [0.70, 0.797, 0.799, 0.80, 0.80],
-                                       ["passed", "failed", "passed", "passed", "passed"], kept)
+    manifest, measured = scripted_search(tmp_path, [0.70, 0.797, 0.799, 0.80, 0.80],
+                                         ["passed", "failed", "passed", "passed", "passed"], kept)
+    search = manifest.quantization["accuracy_search"]
     assert search["met"] and measured == [0, 1, 2]  # step 1 is within budget but failed parity
     assert [round(s["drop_points"], 3) for s in search["steps"]] == [10.0, 0.3, 0.1]
-    manifest = Manifest("t", "int8", [], {}, {}, [], {"accuracy_search": search}, {}, {})
     assert search_problem(manifest) is None
 
 
 def test_a_step_that_keeps_nothing_more_float_is_not_measured_and_nan_never_meets(tmp_path):
     kept = [[], ["decode"], ["decode"], ["decode", "a"], ["decode", "a", "b"]]
-    search, measured = scripted_search(tmp_path, [0.70, float("nan"), 0.0, 0.78, 0.79],
-                                       ["passed"] * 5, kept)
-    assert measured == [0, 1, 3, 4] and not search["met"]
-    problem = search_problem(Manifest("t", "int8", [], {}, {}, [], {"accuracy_search": search}, {}, {}))
+    manifest, measured = scripted_search(tmp_path, [0.70, float("nan"), 0.0, 0.78, 0.79], ["passed"] * 5, kept)
+    assert measured == [0, 1, 3, 4] and not manifest.quantization["accuracy_search"]["met"]
+    problem = search_problem(manifest)
     assert problem.startswith("quantize.max_drop 0.5 pt not met: 1.00 pt lost after 4 export(s)"), problem
