@@ -127,6 +127,9 @@ class RecoveryConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     batch: int = Field(32, ge=1)
     val_images: int = Field(200, ge=1, description="Validation images for best-checkpoint selection")
+    feature_weight: float = Field(0.0, ge=0, description=(
+        "Weight of feature imitation: the pruned model's multi-scale features (what its head reads) pulled "
+        "towards the unpruned model's, through 1x1 adaptors; 0 matches the outputs only"))
 
 
 class LatencyConfig(Strict):

@@ -76,10 +76,13 @@ def torch_infer(model: Any) -> Callable[[np.ndarray], np.ndarray]:
 @dataclass(frozen=True)
 class PruningHints:
     """What pruning must respect in this family: module-name globs kept unpruned by default (output convolutions
-    always are), and a rewrite into an output-identical form the dependency graph can follow (in place)."""
+    always are), and a rewrite into an output-identical form the dependency graph can follow (in place).
+    ``features``: the modules whose inputs are the multi-scale features the head reads (names valid in both the
+    model and its prunable form); recovery teaches the pruned model's features to imitate the unpruned one's."""
 
     keep: tuple[str, ...] = ()
     normalize: Callable[[Any], Any] | None = None
+    features: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,8 @@ def prune_detector(detector: Detector, cfg: Any, channel_multiple: int, calib: A
     after_prune = _figures(student, size, evaluate)
     log(f"pruned at ratio {ratio:.3f}: MACs {before['macs'] / 1e6:.0f}M -> {after_prune['macs'] / 1e6:.0f}M, "
         f"mAP50-95 {before['map50_95']:.4f} -> {after_prune['map50_95']:.4f}")
-    student, recovery = recover(student, teacher, cfg, size, train_set, evaluate, log, detector.training)
+    student, recovery = recover(student, teacher, cfg, size, train_set, evaluate, log, detector.training,
+                                detector.pruning.features)
     after = _figures(student, size, evaluate)
     save_pruned(student, out_dir / "pruned_model.pt")  # what the pipeline reloads, for any architecture
     if detector.training is not None and detector.training.save is not None:

@@ -18,6 +18,7 @@ from edgeopt.errors import ConfigError
 from edgeopt.models.detector import TrainingHooks
 from edgeopt.models.pruning import head_outputs
 from edgeopt.training.augment import augment_batch
+from edgeopt.training.imitate import FeatureImitation
 from edgeopt.training.loss import DetectionLoss
 from edgeopt.training.precision import native_bf16
 from edgeopt.training.train import ModelEMA, preload
@@ -59,8 +60,10 @@ def _to_float(raw: Any) -> Any:
 
 
 def _step_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor, targets: list, size: int, mode: str,
-               training: TrainingHooks | None, loss_fn: DetectionLoss) -> torch.Tensor:
-    """One batch's loss: the teacher's outputs guide both modes; labels add the detector's own loss."""
+               training: TrainingHooks | None, loss_fn: DetectionLoss,
+               imitation: tuple[FeatureImitation, float] | None = None) -> torch.Tensor:
+    """One batch's loss: the teacher's outputs (and features, with ``imitation``: the hooks and their weight)
+    guide both modes; labels add the detector's own loss."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
         with torch.no_grad():
             teacher_outs = [y.float() for y in head_outputs(teacher, x)]
@@ -70,6 +73,8 @@ def _step_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor, targets:
         else:
             outs = head_outputs(student, x)
         loss = sum(distill_loss(o.float(), t) for o, t in zip(outs, teacher_outs, strict=True))
+        if imitation is not None:
+            loss = loss + imitation[1] * imitation[0].loss()
         if mode == "finetune" and training.loss is None:
             loss = loss + loss_fn(raw, targets, (size, size))[0]
     if mode == "finetune" and training.loss is not None:  # a family's own loss, in float32 as its trainer runs it
@@ -84,25 +89,53 @@ def _lr(base: float, it: int, warmup: int, total: int) -> float:
 
 def recover(student: nn.Module, teacher: nn.Module, cfg: Any, size: int, train_set: Any,
             evaluate: Callable[[nn.Module], dict], log: Callable[[str], None],
-            training: TrainingHooks | None = None) -> tuple[nn.Module, dict[str, Any]]:
+            training: TrainingHooks | None = None,
+            features: tuple[str, ...] = ()) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune (labels) or distil (no labels) the pruned model; keep the best epoch by validation mAP.
 
-    ``cfg``: the prune config; ``training``: the family's hooks, if it can be trained with labels."""
+    ``cfg``: the prune config; ``training``: the family's hooks, if it can be trained with labels;
+    ``features``: the modules whose inputs the pruned model's features imitate (``recovery.feature_weight``)."""
     mode = recovery_mode(cfg, train_set, training)
     if mode == "none":
         return student, {"mode": "none", "epochs": 0}
     rc = cfg.recovery
+    if rc.feature_weight > 0 and not features:
+        log("recovery: this model family names no head features to imitate; matching the outputs only")
     images, targets = preload(train_set, size)
+    steps = max(1, len(images) // rc.batch)
+    ema = ModelEMA(student, tau=max(50.0, steps / 2))  # the EMA is what gets evaluated and kept, as in training
+    best_map, best_state = evaluate(student)["map50_95"], copy.deepcopy(student.state_dict())
+    # hooked only now: the EMA is a copy of the student made above, and must not record features when evaluated
+    imitation = FeatureImitation(student, teacher, features, size) if rc.feature_weight > 0 and features else None
+    try:
+        student, summary = _train(student, teacher, rc, size, (images, targets), evaluate, log, training, mode,
+                                  len(train_set.class_names) or 1, ema, (best_map, best_state), imitation)
+    finally:
+        if imitation is not None:
+            imitation.close()
+    summary["feature_weight"] = rc.feature_weight if imitation is not None else 0.0
+    return student, summary
+
+
+def _train(student: nn.Module, teacher: nn.Module, rc: Any, size: int, data: tuple[torch.Tensor, list],
+           evaluate: Callable[[nn.Module], dict], log: Callable[[str], None], training: TrainingHooks | None,
+           mode: str, classes: int, ema: ModelEMA, start_point: tuple[float, dict],
+           imitation: FeatureImitation | None) -> tuple[nn.Module, dict[str, Any]]:
+    """The recovery loop: ``rc.epochs`` epochs over ``data`` (preloaded images and targets of ``classes``
+    classes) from the pruned model (whose mAP and weights are ``start_point``), ``ema`` evaluated after each;
+    the best state is loaded into ``student``."""
+    images, targets = data
     rng = np.random.default_rng(0)
-    loss_fn = DetectionLoss(len(train_set.class_names) or 1)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=rc.lr, weight_decay=5e-4)
+    loss_fn = DetectionLoss(classes)
+    params = list(student.parameters()) + (imitation.parameters() if imitation is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=rc.lr, weight_decay=5e-4)
     steps = max(1, len(images) // rc.batch)
     total = steps * rc.epochs
     warmup = min(100, total // 10)
-    ema = ModelEMA(student, tau=max(50.0, steps / 2))  # the EMA is what gets evaluated and kept, as in training
-    best_map, best_state = evaluate(student)["map50_95"], copy.deepcopy(student.state_dict())
+    best_map, best_state = start_point
     history: list[dict[str, Any]] = [{"epoch": 0, "map50_95": best_map}]
     teacher.eval()
+    weighted = (imitation, rc.feature_weight) if imitation is not None else None
     start = time.time()
     it = 0
     for epoch in range(rc.epochs):
@@ -114,10 +147,10 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: Any, size: int, train_s
                 g["lr"] = _lr(rc.lr, it, warmup, total)
             idx = order[step * rc.batch : (step + 1) * rc.batch]
             x, t = augment_batch(images[idx].float() / 255, [targets[i] for i in idx], rng, images, targets, 0.0)
-            loss = _step_loss(student, teacher, x, t, size, mode, training, loss_fn)
+            loss = _step_loss(student, teacher, x, t, size, mode, training, loss_fn, weighted)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
             optimizer.step()
             ema.update(student)
             losses.append(float(loss.detach()))

@@ -13,7 +13,7 @@ from edgeopt.models.sources.reference.checkpoint import DEFAULT_WEIGHTS, load_de
 from edgeopt.models.sources.reference.network import deployable_output
 
 # the stem sees the image and the head's channel counts are tied to the decode: kept unless the config says
-PRUNING = PruningHints(keep=("stem.*", "heads.*"))
+PRUNING = PruningHints(keep=("stem.*", "heads.*"), features=("heads.0", "heads.1", "heads.2"))
 TRAINING = TrainingHooks(raw_forward=lambda model, x: model.forward_raw(x),
                          deploy=lambda model, raw, size: [deployable_output(raw, size, size)],
                          save=save_detector)

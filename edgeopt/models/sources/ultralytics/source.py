@@ -17,7 +17,7 @@ from edgeopt.models.detector import Detector, PruningHints
 from edgeopt.models.sources.ultralytics.checkpoint import checkpoint_globals, is_ultralytics, load_ultralytics
 from edgeopt.models.sources.ultralytics.normalize import normalize_for_pruning
 from edgeopt.models.sources.ultralytics.training import TRAINING
-from edgeopt.models.sources.ultralytics.wrapper import UltralyticsDetector, prune_keep
+from edgeopt.models.sources.ultralytics.wrapper import UltralyticsDetector, head_inputs, prune_keep
 
 NMS_IOU = 0.7  # Ultralytics' own NMS IoU, so mAP compares with its `val`
 
@@ -53,5 +53,6 @@ class UltralyticsSource(Source):
         return Detector(module, "torch", size, cfg.class_names or info["class_names"],
                         DecoderConfig(iou_threshold=NMS_IOU), source=str(path), key=key, head=head,
                         variants={"end2end": _end2end} if info["end2end"] else {},
-                        pruning=PruningHints(keep=prune_keep(module), normalize=normalize_for_pruning),
+                        pruning=PruningHints(keep=prune_keep(module), normalize=normalize_for_pruning,
+                                            features=head_inputs(module)),
                         training=TRAINING)

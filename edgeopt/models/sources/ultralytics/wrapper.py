@@ -136,3 +136,9 @@ def prune_keep(model: nn.Module) -> tuple[str, ...]:
         if any(type(m).__name__ in ("Attention", "AAttn", "PSA", "C2PSA", "A2C2f") for m in layer.modules()):
             ignored.append(f"model.model.{i}.*")
     return tuple(ignored)
+
+
+def head_inputs(model: nn.Module) -> tuple[str, ...]:
+    """The module whose inputs are the multi-scale features the head reads, in a wrapped DetectionModel: the
+    detection head itself (its input is the list of feature maps)."""
+    return (f"model.model.{len(model.model.model) - 1}",)
