@@ -245,6 +245,38 @@ def test_label_fine_tuning_uses_ultralytics_own_loss(arch, yolo_env):
     assert model.model.model[0].conv.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("arch", ["yolov8n", "yolo26n"])
+def test_pruned_head_inputs_imitate_the_unpruned_ones(arch, yolo_env):
+    """The head's input features are found in the wrapped model and in its pruned (C2f-normalised) copy, one per
+    scale on the training pass and on the teacher's pass, and the imitation loss trains the pruned model."""
+    from ultralytics import YOLO
+
+    from edgeopt.config.schema import PruneConfig
+    from edgeopt.models.pruning import head_outputs, prune_once
+    from edgeopt.models.sources.ultralytics.normalize import normalize_for_pruning
+    from edgeopt.models.sources.ultralytics.training import TRAINING
+    from edgeopt.models.sources.ultralytics.wrapper import UltralyticsDetector, head_inputs, prune_keep
+    from edgeopt.models.detector import PruningHints
+    from edgeopt.training.imitate import FeatureImitation
+
+    torch.manual_seed(0)
+    teacher = UltralyticsDetector(YOLO(f"{arch}.yaml").model, SIZE).eval()
+    hints = PruningHints(keep=prune_keep(teacher), normalize=normalize_for_pruning, features=head_inputs(teacher))
+    student = prune_once(teacher, PruneConfig(ratio=0.3), 0.3, 8, SIZE, None, hints).train()
+    with FeatureImitation(student, teacher, hints.features, SIZE) as imitation:
+        assert len(imitation.adaptors) == 3  # three scales
+        # YOLOv8n's neck outputs lose channels (64/128/256 -> 48/88/176), so they are adapted; YOLO26n's keep theirs
+        assert bool(imitation.parameters()) == (arch == "yolov8n")
+        x = torch.rand(2, 3, SIZE, SIZE)
+        with torch.no_grad():
+            head_outputs(teacher, x)
+        TRAINING.raw_forward(student, x)
+        loss = imitation.loss()
+        loss.backward()
+    assert loss.item() > 0 and all(p.grad.abs().sum() > 0 for p in imitation.parameters())  # the backbone moved
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
 def _cached_manifest(result, row) -> dict:
     """A row's bundle manifest in the cache (shipped or not)."""
     return json.loads((result.output / "cache" / "export" / row["cache_key"] / "edgeopt.json").read_text())
