@@ -63,7 +63,11 @@ class FeatureImitation:
 
     def __init__(self, student: nn.Module, teacher: nn.Module, modules: tuple[str, ...], size: int) -> None:
         self._student = _Capture(student, modules)
-        self._teacher = _Capture(teacher, modules)
+        try:
+            self._teacher = _Capture(teacher, modules)
+        except KeyError:
+            self._student.close()
+            raise
         try:
             modes = student.training, teacher.training
             with torch.no_grad():  # one dry pass gives each feature's channel count in both models
@@ -77,7 +81,7 @@ class FeatureImitation:
         self.adaptors = nn.ModuleList(
             nn.Conv2d(s.shape[1], t.shape[1], 1, bias=False) if s.shape[1] != t.shape[1] else nn.Identity()
             for s, t in pairs)
-        for adaptor, (s, t) in zip(self.adaptors, pairs, strict=True):
+        for adaptor in self.adaptors:
             if isinstance(adaptor, nn.Conv2d):  # start as a projection, not noise, so the first steps teach
                 nn.init.orthogonal_(adaptor.weight)
 

@@ -80,6 +80,10 @@ def test_an_unknown_module_name_is_refused_and_leaves_no_hook():
     with pytest.raises(KeyError, match="heads.7"):
         FeatureImitation(student, teacher, ("heads.0", "heads.7"), SIZE)
     assert _hooks(student) == 0 and _hooks(teacher) == 0
+    student.extra = torch.nn.Identity()  # a name the student has and the teacher lacks
+    with pytest.raises(KeyError, match="extra"):
+        FeatureImitation(student, teacher, ("extra",), SIZE)
+    assert _hooks(student) == 0 and _hooks(teacher) == 0
 
 
 def test_recovery_with_feature_weight_trains_and_leaves_no_hook(synth_dataset):
