@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Callable
 from typing import Any
 
@@ -61,9 +62,9 @@ def _to_float(raw: Any) -> Any:
 
 def _step_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor, targets: list, size: int, mode: str,
                training: TrainingHooks | None, loss_fn: DetectionLoss,
-               imitation: tuple[FeatureImitation, float] | None = None) -> torch.Tensor:
-    """One batch's loss: the teacher's outputs (and features, with ``imitation``: the hooks and their weight)
-    guide both modes; labels add the detector's own loss."""
+               extra_loss: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    """One batch's loss: the teacher's outputs guide both modes (``extra_loss``, read after both forward passes:
+    the weighted feature imitation); labels add the detector's own loss."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_bf16()):
         with torch.no_grad():
             teacher_outs = [y.float() for y in head_outputs(teacher, x)]
@@ -73,8 +74,8 @@ def _step_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor, targets:
         else:
             outs = head_outputs(student, x)
         loss = sum(distill_loss(o.float(), t) for o, t in zip(outs, teacher_outs, strict=True))
-        if imitation is not None:
-            loss = loss + imitation[1] * imitation[0].loss()
+        if extra_loss is not None:
+            loss = loss + extra_loss()
         if mode == "finetune" and training.loss is None:
             loss = loss + loss_fn(raw, targets, (size, size))[0]
     if mode == "finetune" and training.loss is not None:  # a family's own loss, in float32 as its trainer runs it
@@ -99,70 +100,52 @@ def recover(student: nn.Module, teacher: nn.Module, cfg: Any, size: int, train_s
     if mode == "none":
         return student, {"mode": "none", "epochs": 0}
     rc = cfg.recovery
-    if rc.feature_weight > 0 and not features:
+    imitating = rc.feature_weight > 0 and bool(features)
+    if rc.feature_weight > 0 and not imitating:
         log("recovery: this model family names no head features to imitate; matching the outputs only")
     images, targets = preload(train_set, size)
-    steps = max(1, len(images) // rc.batch)
-    ema = ModelEMA(student, tau=max(50.0, steps / 2))  # the EMA is what gets evaluated and kept, as in training
-    best_map, best_state = evaluate(student)["map50_95"], copy.deepcopy(student.state_dict())
-    # hooked only now: the EMA is a copy of the student made above, and must not record features when evaluated
-    imitation = FeatureImitation(student, teacher, features, size) if rc.feature_weight > 0 and features else None
-    try:
-        student, summary = _train(student, teacher, rc, size, (images, targets), evaluate, log, training, mode,
-                                  len(train_set.class_names) or 1, ema, (best_map, best_state), imitation)
-    finally:
-        if imitation is not None:
-            imitation.close()
-    summary["feature_weight"] = rc.feature_weight if imitation is not None else 0.0
-    return student, summary
-
-
-def _train(student: nn.Module, teacher: nn.Module, rc: Any, size: int, data: tuple[torch.Tensor, list],
-           evaluate: Callable[[nn.Module], dict], log: Callable[[str], None], training: TrainingHooks | None,
-           mode: str, classes: int, ema: ModelEMA, start_point: tuple[float, dict],
-           imitation: FeatureImitation | None) -> tuple[nn.Module, dict[str, Any]]:
-    """The recovery loop: ``rc.epochs`` epochs over ``data`` (preloaded images and targets of ``classes``
-    classes) from the pruned model (whose mAP and weights are ``start_point``), ``ema`` evaluated after each;
-    the best state is loaded into ``student``."""
-    images, targets = data
     rng = np.random.default_rng(0)
-    loss_fn = DetectionLoss(classes)
-    params = list(student.parameters()) + (imitation.parameters() if imitation is not None else [])
-    optimizer = torch.optim.AdamW(params, lr=rc.lr, weight_decay=5e-4)
+    loss_fn = DetectionLoss(len(train_set.class_names) or 1)
     steps = max(1, len(images) // rc.batch)
     total = steps * rc.epochs
     warmup = min(100, total // 10)
-    best_map, best_state = start_point
+    ema = ModelEMA(student, tau=max(50.0, steps / 2))  # the EMA is what gets evaluated and kept, as in training
+    best_map, best_state = evaluate(student)["map50_95"], copy.deepcopy(student.state_dict())
     history: list[dict[str, Any]] = [{"epoch": 0, "map50_95": best_map}]
     teacher.eval()
-    weighted = (imitation, rc.feature_weight) if imitation is not None else None
     start = time.time()
     it = 0
-    for epoch in range(rc.epochs):
-        student.train()
-        order = rng.permutation(len(images))
-        losses = []
-        for step in range(steps):
-            for g in optimizer.param_groups:
-                g["lr"] = _lr(rc.lr, it, warmup, total)
-            idx = order[step * rc.batch : (step + 1) * rc.batch]
-            x, t = augment_batch(images[idx].float() / 255, [targets[i] for i in idx], rng, images, targets, 0.0)
-            loss = _step_loss(student, teacher, x, t, size, mode, training, loss_fn, weighted)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            ema.update(student)
-            losses.append(float(loss.detach()))
-            it += 1
-        metrics = evaluate(ema.ema)
-        history.append({"epoch": epoch + 1, "map50_95": metrics["map50_95"], "loss": float(np.mean(losses)),
-                        "seconds": round(time.time() - start, 1)})
-        log(f"recovery ({mode}) epoch {epoch + 1}/{rc.epochs}: mAP50-95 {metrics['map50_95']:.4f}")
-        if metrics["map50_95"] > best_map:
-            best_map, best_state = metrics["map50_95"], copy.deepcopy(ema.ema.state_dict())
-        if rc.time_budget_s and time.time() - start > rc.time_budget_s:
-            break
+    # hooked only after the EMA copy above is made: that copy must not record features when it is evaluated
+    with FeatureImitation(student, teacher, features, size) if imitating else nullcontext() as imitation:
+        extra_loss = (lambda: rc.feature_weight * imitation.loss()) if imitating else None
+        params = list(student.parameters()) + (imitation.parameters() if imitating else [])
+        optimizer = torch.optim.AdamW(params, lr=rc.lr, weight_decay=5e-4)
+        for epoch in range(rc.epochs):
+            student.train()
+            order = rng.permutation(len(images))
+            losses = []
+            for step in range(steps):
+                for g in optimizer.param_groups:
+                    g["lr"] = _lr(rc.lr, it, warmup, total)
+                idx = order[step * rc.batch : (step + 1) * rc.batch]
+                x, t = augment_batch(images[idx].float() / 255, [targets[i] for i in idx], rng, images, targets, 0.0)
+                loss = _step_loss(student, teacher, x, t, size, mode, training, loss_fn, extra_loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 10.0)
+                optimizer.step()
+                ema.update(student)
+                losses.append(float(loss.detach()))
+                it += 1
+            metrics = evaluate(ema.ema)
+            history.append({"epoch": epoch + 1, "map50_95": metrics["map50_95"], "loss": float(np.mean(losses)),
+                            "seconds": round(time.time() - start, 1)})
+            log(f"recovery ({mode}) epoch {epoch + 1}/{rc.epochs}: mAP50-95 {metrics['map50_95']:.4f}")
+            if metrics["map50_95"] > best_map:
+                best_map, best_state = metrics["map50_95"], copy.deepcopy(ema.ema.state_dict())
+            if rc.time_budget_s and time.time() - start > rc.time_budget_s:
+                break
     student.load_state_dict(best_state)
     return student.eval(), {"mode": mode, "epochs": len(history) - 1, "seconds": round(time.time() - start, 1),
-                            "best_map50_95": best_map, "history": history}
+                            "best_map50_95": best_map, "history": history,
+                            "feature_weight": rc.feature_weight if imitating else 0.0}
