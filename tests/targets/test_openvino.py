@@ -52,3 +52,34 @@ def test_percentile_ranges_are_narrower_than_minmax(contract_detector, calib, tm
     assert all(percentile[n] <= minmax[n] * (1 + 1e-4) for n in shared)
     narrower = [n for n in shared if percentile[n] < 0.99 * minmax[n]]
     assert len(narrower) >= 5, (len(narrower), len(shared))  # measured: 14 of 68 on 16 calibration images
+
+
+def _conv_biases(path) -> dict[str, list[float]]:
+    """The constant added after each Convolution of a saved IR (its bias), by the Add's name, read from the file."""
+    import openvino as ov
+
+    biases = {}
+    for node in ov.Core().read_model(str(path / "model.xml")).get_ordered_ops():
+        if node.get_type_name() != "Add" or node.input_value(0).get_node().get_type_name() != "Convolution":
+            continue
+        constant = node.input_value(1).get_node()
+        if constant.get_type_name() == "Constant":
+            biases[node.get_friendly_name()] = constant.get_vector().tolist()
+    return biases
+
+
+def test_bias_correction_reaches_nncf_and_the_manifest(contract_detector, calib, tmp_path):
+    """``bias_correction`` selects NNCF's full or fast algorithm: the corrected biases in the files differ, the
+    quantizers placed do not, and the manifest names the one used."""
+    target = get_target("openvino")
+    exported = {}
+    for mode in ("full", "fast"):
+        options = default_options("openvino").model_copy(update={"bias_correction": mode})
+        exported[mode] = target.export(contract_detector, "int8", QuantPlan(), calib, tmp_path / mode,
+                                       options).quantization
+        assert exported[mode]["bias_correction"] == mode
+    assert default_options("openvino").bias_correction == "full"
+    assert exported["full"]["fake_quantize_nodes"] == exported["fast"]["fake_quantize_nodes"]
+    full, fast = _conv_biases(tmp_path / "full"), _conv_biases(tmp_path / "fast")
+    assert full.keys() == fast.keys() and len(full) > 5
+    assert any(full[name] != fast[name] for name in full)

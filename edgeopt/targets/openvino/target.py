@@ -108,6 +108,13 @@ class OpenVinoTarget(Target):
 
     @staticmethod
     def _quantize(model, plan, calib, options: Any):
+        """NNCF post-training int8 of ``model`` with the plan's float-kept nodes ignored.
+
+        Full bias correction by default (``options.bias_correction``): with NNCF's fast one the YOLOv8n of the
+        tests lost 0.51-0.62 pt mAP50-95 at every step of the accuracy search on a CPU with AMX int8 (0.38 pt on
+        an AVX2 one), with the full one 0.29 pt at the first step; YOLO11n and the reference detector stay within
+        0.5 pt either way. It costs export time only.
+        """
         import nncf
 
         ignored = kept_float(plan, lambda depth: head_tail_names(model, depth),
@@ -120,6 +127,7 @@ class OpenVinoTarget(Target):
         try:
             quantized = nncf.quantize(model, nncf.Dataset(items, lambda x: np.ascontiguousarray(x)),
                                       preset=presets[preset_name], subset_size=min(subset, len(items)),
+                                      fast_bias_correction=options.bias_correction == "fast",
                                       ignored_scope=nncf.IgnoredScope(names=ignored, validate=False),
                                       advanced_parameters=nncf.AdvancedQuantizationParameters(
                                           activations_range_estimator_params=ranges))
@@ -128,5 +136,6 @@ class OpenVinoTarget(Target):
         n_fq = sum(1 for op in quantized.get_ops() if op.get_type_name() == "FakeQuantize")
         details = {"format": "NNCF FakeQuantize (OpenVINO IR)", "activations": "int8/uint8", "weights": "int8",
                    "per_channel": True, "preset": preset_name, "calibration": calibration,
+                   "bias_correction": options.bias_correction,
                    "calibration_images": min(subset, len(items)), "kept_float": ignored, "fake_quantize_nodes": n_fq}
         return quantized, details
