@@ -110,10 +110,10 @@ class OpenVinoTarget(Target):
     def _quantize(model, plan, calib, options: Any):
         """NNCF post-training int8 of ``model`` with the plan's float-kept nodes ignored.
 
-        Full bias correction by default (``options.bias_correction``): with NNCF's fast one the YOLOv8n of the
-        tests lost 0.51-0.62 pt mAP50-95 at every step of the accuracy search on a CPU with AMX int8 (0.38 pt on
-        an AVX2 one), with the full one 0.29 pt at the first step; YOLO11n and the reference detector stay within
-        0.5 pt either way. It costs export time only.
+        Full bias correction by default (``options.bias_correction``): with NNCF's fast one a third-party nano
+        detector of the tests lost 0.51-0.62 pt mAP50-95 at every step of the accuracy search on a CPU with AMX
+        int8 (0.38 pt on an AVX2 one), with the full one 0.29 pt at the first step; the other models measured stay
+        within 0.5 pt either way. It costs export time only.
         """
         import nncf
 
