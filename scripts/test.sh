@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-python -m pytest -q -rs -n auto --dist loadfile "$@"  # one file per worker: its module fixtures stay shared
+# one file per worker: its module fixtures stay shared; the slowest tests are listed for whoever trims the run
+python -m pytest -q -rs --durations=15 -n auto --dist loadfile "$@"
 if [ "${CI:-}" = "true" ] || [ -x .venv-ultralytics/bin/python ]; then
     bash scripts/setup_ultralytics.sh
     if [ "${CI:-}" = "true" ]; then
@@ -15,7 +16,7 @@ if [ "${CI:-}" = "true" ] || [ -x .venv-ultralytics/bin/python ]; then
     fi
     status=0
     # two workers, the tests of each model together (each worker trains only the models it tests)
-    .venv-ultralytics/bin/python -m pytest -q -rs -n 2 --dist loadgroup tests/models/test_ultralytics.py "$@" \
+    .venv-ultralytics/bin/python -m pytest -q -rs --durations=10 -n 2 --dist loadgroup tests/models/test_ultralytics.py "$@" \
         || status=$?
     # exit 5 = no test selected: expected when the arguments select other tests (e.g. -m slow)
     if [ "$status" -ne 0 ] && ! { [ "$status" -eq 5 ] && [ "$#" -gt 0 ]; }; then
