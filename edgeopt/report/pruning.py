@@ -34,11 +34,24 @@ def shipped_against_unpruned(report: dict[str, Any], records: list[dict[str, Any
     return rows
 
 
+def _range(pair: list[float] | None) -> str:
+    return f"{pair[0]:.2f}-{pair[1]:.2f}" if pair else "-"
+
+
 def pruning_warnings(report: dict[str, Any] | None, records: list[dict[str, Any]]) -> list[str]:
-    """A line for every shipped-artifact measurement that misses the latency target or is slower than unpruned."""
+    """A line for every shipped-artifact measurement that misses the latency target or is slower than unpruned,
+    and one when the search's own pairings of the chosen candidate straddle the target (the device's timing noise
+    is as large as the decision)."""
     if not report or not report.get("latency"):
         return []
     latency, lines = report["latency"], []
+    chosen = next((t for t in latency["table"] if t["ratio"] == latency["ratio"]), {})
+    low, high = chosen.get("speedup_range", (0.0, 0.0))
+    if high > latency["target_speedup"]:
+        lines.append(f"timings on {latency['device']} varied between rounds: the chosen ratio's pairings ranged "
+                     f"{low:.2f}-{high:.2f}x of unpruned around prune.target_speedup {latency['target_speedup']:g}, "
+                     "so the choice is within the device's timing noise (raise prune.latency.runs, or measure on a "
+                     "quieter device)")
     for r in shipped_against_unpruned(report, records):
         what = f"pruned {r['target']} {r['precision']} on {r['device']} ({r['threads']} thread(s))"
         if r["speedup"] >= 1.0:
@@ -87,9 +100,9 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
                          if latency.get("aimed_at", latency["target_speedup"]) != latency["target_speedup"] else "")
                       + f": {latency['unpruned_ms']:.2f} ms unpruned, "
                       f"{latency['pruned_ms']:.2f} ms at ratio {latency['ratio']:.3f} ({latency['speedup']:.2f}x).",
-                  "", "| ratio | MACs (M) | median ms | x unpruned |", "|---|---|---|---|"]
-        lines += [f"| {t['ratio']:.3f} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} |"
-                  for t in latency["table"]]
+                  "", "| ratio | MACs (M) | median ms | x unpruned | rounds' range |", "|---|---|---|---|---|"]
+        lines += [f"| {t['ratio']:.3f} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} | "
+                  f"{_range(t.get('speedup_range'))} |" for t in latency["table"]]
         lines += _allocation_lines(report.get("allocation_measured"))
         shipped = shipped_against_unpruned(report, records)
         if shipped:

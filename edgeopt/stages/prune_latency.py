@@ -140,6 +140,14 @@ def paired_speedup(mine: list[float], theirs: list[float]) -> float:
     return statistics.median(m / t for m, t in zip(mine, theirs, strict=True))
 
 
+def speedup_range(mine: list[float], theirs: list[float]) -> list[float]:
+    """The lowest and highest of the rounds' candidate/unpruned ratios: how far one pairing can be trusted on
+    this device (on a shared VM whose speed changed 2x within seconds, the rounds of one candidate spread
+    0.63-0.80x)."""
+    ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+    return [round(min(ratios), 4), round(max(ratios), 4)]
+
+
 def structure(module: torch.nn.Module) -> list[list[int]]:
     """The shapes of a module's parameters: what its latency depends on (two ratios that round to the same
     channel counts make the same artifact)."""
@@ -177,7 +185,8 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, stu
     # the fastest round as the latency: another job on the device only ever adds time, to whichever round it hit
     figures = {"latency_ms": round(min(mine), 4), "macs": count(detector.module, detector.input_size)[0]}
     if unpruned is not None:
-        figures.update(unpruned_ms=round(min(theirs), 4), speedup=round(paired_speedup(mine, theirs), 4))
+        figures.update(unpruned_ms=round(min(theirs), 4), speedup=round(paired_speedup(mine, theirs), 4),
+                       speedup_range=speedup_range(mine, theirs))
         shutil.rmtree(bundle)
     (out / "latency.json").write_text(json.dumps(figures))
     return figures
@@ -241,8 +250,10 @@ class CandidateLatency:
                 self.ctx, self.artifact, self.source, student, d, unpruned))
         figures = json.loads((path / "latency.json").read_text())
         a = self.artifact
+        paired = (f", {figures['speedup']:.3f}x the unpruned (rounds {figures['speedup_range'][0]:.3f}-"
+                  f"{figures['speedup_range'][1]:.3f})" if "speedup_range" in figures else "")
         self.log(f"latency of {a.target.name} {a.precision} on {a.device.name}, {label}: "
-                 f"{figures['latency_ms']:.2f} ms")
+                 f"{figures['latency_ms']:.2f} ms{paired}")
         return figures
 
 

@@ -136,8 +136,11 @@ def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_ch
     kept = {p.relative_to(measured).parts[0] for p in measured.rglob("*.onnx")}
     assert len(kept) == 1  # only the unpruned bundle is kept (timed beside each candidate), the candidates' are not
     assert all(t["unpruned_ms"] > 0 for t in table[1:])  # each candidate timed beside the unpruned one
+    # the median pairing lies within the rounds' range, which the report's table shows
+    assert all(t["speedup_range"][0] <= t["speedup"] <= t["speedup_range"][1] for t in table[1:])
     text = (tmp_path / "run" / "report.md").read_text()
     assert "## Pruning" in text and "chosen by measured latency (onnxruntime int8 on local" in text
+    assert "| ratio | MACs (M) | median ms | x unpruned | rounds' range |" in text
     assert "(aiming at 0.784, prune.latency.margin below it, for timing noise)" in text
     assert f"Channel multiple {report['round_to']} chosen by measurement" in text
     assert "Measured again by the benchmark stage" in text

@@ -1,0 +1,44 @@
+"""The pruning section's warnings: a shipped artifact slower than unpruned, a missed target, a noisy choice."""
+
+from edgeopt.report.pruning import prune_lines, pruning_warnings
+from edgeopt.stages.prune_latency import speedup_range
+
+
+def _latency(chosen_range: list[float] | None) -> dict:
+    chosen = {"ratio": 0.4, "macs": 5e8, "latency_ms": 1.5, "speedup": 0.72}
+    if chosen_range is not None:
+        chosen["speedup_range"] = chosen_range
+    return {"target": "onnxruntime", "precision": "int8", "device": "local", "threads": 1, "target_speedup": 0.75,
+            "aimed_at": 0.735, "ratio": 0.4, "unpruned_ms": 2.0, "pruned_ms": 1.5, "speedup": 0.72,
+            "table": [{"ratio": 0.0, "macs": 1e9, "latency_ms": 2.0, "speedup": 1.0}, chosen]}
+
+
+def _row(ms: float) -> dict:
+    return {"target": "onnxruntime", "precision": "int8", "device": "local", "threads": 1, "latency_ms_median": ms}
+
+
+def test_the_range_of_the_rounds_pairings():
+    assert speedup_range([1.5, 1.6, 1.2], [2.0, 2.0, 2.0]) == [0.6, 0.8]
+
+
+def test_a_choice_whose_pairings_straddle_the_target_is_called_noise():
+    warnings = pruning_warnings({"latency": _latency([0.63, 0.80])}, [_row(1.5)])
+    assert len(warnings) == 1 and "ranged 0.63-0.80x of unpruned around prune.target_speedup 0.75" in warnings[0]
+    assert pruning_warnings({"latency": _latency([0.70, 0.74])}, [_row(1.5)]) == []
+    assert pruning_warnings({"latency": _latency(None)}, [_row(1.5)]) == []  # a measurement cached before ranges
+
+
+def test_a_shipped_artifact_slower_than_unpruned_or_off_target_is_said():
+    slower, missed = (pruning_warnings({"latency": _latency([0.70, 0.74])}, [_row(ms)]) for ms in (2.2, 1.6))
+    assert len(slower) == 1 and "slower than unpruned: 2.20 ms against 2.00 ms (1.10x)" in slower[0]
+    assert len(missed) == 1 and "misses prune.target_speedup 0.75 in the benchmark: 0.80x" in missed[0]
+
+
+def test_the_search_table_shows_each_candidates_range():
+    report = {"ratio": 0.4, "importance": "l2", "allocation": "uniform", "round_to": 8, "macs_reduction": 0.5,
+              "recovery": {"mode": "none", "epochs": 0}, "latency": _latency([0.63, 0.80])}
+    for key in ("before", "after_prune", "after_recovery"):
+        report[key] = {"macs": 1e9, "params": 1e6, "map50_95": 0.5, "latency_ms_torch_1thread": 3.0}
+    text = "\n".join(prune_lines(report, [_row(1.5)]))
+    assert "| 0.400 | 500.0 | 1.50 | 0.72 | 0.63-0.80 |" in text and "| 0.000 | 1000.0 | 2.00 | 1.00 | - |" in text
+    assert "- **timings on local varied between rounds" in text
