@@ -142,8 +142,8 @@ def paired_speedup(mine: list[float], theirs: list[float]) -> float:
 
 def speedup_range(mine: list[float], theirs: list[float]) -> list[float]:
     """The lowest and highest of the rounds' candidate/unpruned ratios: how far one pairing can be trusted on
-    this device (on a shared VM whose speed changed 2x within seconds, the rounds of one candidate spread
-    0.63-0.80x)."""
+    this device (on a shared VM whose speed changed 2x within seconds, one candidate's median pairing was 0.80x
+    where its fastest round over the unpruned one's fastest was 0.63x)."""
     ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
     return [round(min(ratios), 4), round(max(ratios), 4)]
 
