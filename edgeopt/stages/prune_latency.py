@@ -37,6 +37,8 @@ STEPS = 6  # bisection steps over [0, HIGHEST]: the chosen ratio is within 0.015
 HIGHEST = 0.9
 MULTIPLES = (8, 16, 32, 64)  # channel multiples prune.round_to: auto measures
 ROUNDS = 5  # alternations of unpruned and candidate timings per candidate (the median pair's ratio is used)
+MAX_ROUNDS = 15  # while the rounds disagree on which side of the search's aim a candidate lies, up to this many
+AGREEING = 0.75  # the share of rounds on the median's side of the aim that settles a candidate
 WARMUP_S = 0.2  # seconds of warm-up before each timing: one runtime ran the first ~50 calls of a 2 ms model 15% slower
 ROUND_S = 0.5  # seconds per timing, at least: 10 calls of a 2 ms model time mostly warm-up and jitter
 TIE = 0.03  # a larger multiple is chosen only when it saves at least this much more per MAC (timing noise)
@@ -123,14 +125,24 @@ def timing_window(latency_ms: float, runs: int) -> tuple[int, int]:
     return max(10, math.ceil(WARMUP_S * 1000 / latency_ms)), max(runs, math.ceil(ROUND_S * 1000 / latency_ms))
 
 
-def time_beside(bench: Callable[[Path], float], bundle: Path, unpruned: Path) -> tuple[list[float], list[float]]:
-    """Median latencies of ``bundle`` and ``unpruned``, timed in alternation by ``bench`` for ROUNDS rounds."""
+def time_beside(bench: Callable[[Path], float], bundle: Path, unpruned: Path,
+                aim: float | None = None) -> tuple[list[float], list[float]]:
+    """Median latencies of ``bundle`` and ``unpruned``, timed in alternation by ``bench`` for ROUNDS rounds, and
+    with the search's ``aim`` more rounds (up to MAX_ROUNDS) while they leave the candidate's side of it open."""
     mine: list[float] = []
     theirs: list[float] = []
-    for _ in range(ROUNDS):
+    while len(mine) < ROUNDS or (aim is not None and len(mine) < MAX_ROUNDS and undecided(mine, theirs, aim)):
         theirs.append(bench(unpruned))
         mine.append(bench(bundle))
     return mine, theirs
+
+
+def undecided(mine: list[float], theirs: list[float], aim: float) -> bool:
+    """Whether fewer than AGREEING of the rounds' ratios lie on the median's side of ``aim``: on a noisy device
+    (rounds of one candidate ranged 0.50-1.10x on a shared VM) the bisection's step would be a coin toss."""
+    ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+    below = paired_speedup(mine, theirs) <= aim
+    return sum((r <= aim) == below for r in ratios) < AGREEING * len(ratios)
 
 
 def paired_speedup(mine: list[float], theirs: list[float]) -> float:
@@ -155,14 +167,15 @@ def structure(module: torch.nn.Module) -> list[list[int]]:
 
 
 def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, student: torch.nn.Module | None,
-                      out: Path, unpruned: Path | None) -> dict[str, Any]:
+                      out: Path, unpruned: Path | None, aim: float | None = None) -> dict[str, Any]:
     """Export ``student`` (``source`` pruned; None: the model as it is) as ``artifact`` in ``out`` and time it on
     the artifact's device: ``latency_ms`` (the fastest round's median), ``macs``, and for a pruned candidate
     ``speedup``: its latency over the ``unpruned`` bundle's, the two timed in alternation (see
     :func:`time_beside` and :func:`paired_speedup`), so a machine busier now than when the unpruned one was first
     timed slows both alike.
     Every timing lasts long enough for the artifact's size (:func:`timing_window`). The unpruned bundle is kept
-    (in its own entry) to be timed beside every candidate; a candidate's bundle only serves its measurement."""
+    (in its own entry) to be timed beside every candidate; a candidate's bundle only serves its measurement.
+    ``aim``: the search's, so that rounds are added while they leave the candidate's side of it open."""
     bundle = out / "bundle"
     bundle.mkdir()
     if student is None:
@@ -181,12 +194,12 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, stu
     else:
         window = timing_window(json.loads((unpruned.parent / "latency.json").read_text())["latency_ms"],
                                artifact.runs)
-        mine, theirs = time_beside(lambda path: bench(path, window), bundle, unpruned)
+        mine, theirs = time_beside(lambda path: bench(path, window), bundle, unpruned, aim)
     # the fastest round as the latency: another job on the device only ever adds time, to whichever round it hit
     figures = {"latency_ms": round(min(mine), 4), "macs": count(detector.module, detector.input_size)[0]}
     if unpruned is not None:
         figures.update(unpruned_ms=round(min(theirs), 4), speedup=round(paired_speedup(mine, theirs), 4),
-                       speedup_range=speedup_range(mine, theirs))
+                       speedup_range=speedup_range(mine, theirs), rounds=len(mine))
         shutil.rmtree(bundle)
     (out / "latency.json").write_text(json.dumps(figures))
     return figures
@@ -201,6 +214,7 @@ class CandidateLatency:
         self.ctx, self.source, self.log = ctx, source, log
         self.cfg = ctx.config.prune
         self.allocation: Any = None  # with prune.allocation 'latency': per-layer ratios for a mean ratio
+        self.aim: float | None = None  # the search's, while it runs: rounds are added until a candidate's side is clear
         self.artifact = latency_artifact(ctx)
         settings = self.cfg.model_dump(exclude={"ratio", "round_to", "target_speedup", "target_macs_reduction",
                                                 "recovery", "latency"})
@@ -247,11 +261,11 @@ class CandidateLatency:
             unpruned = self.unpruned_bundle()
             key = stable_hash("prune-latency", structure(student), *self.key)
             path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
-                self.ctx, self.artifact, self.source, student, d, unpruned))
+                self.ctx, self.artifact, self.source, student, d, unpruned, self.aim))
         figures = json.loads((path / "latency.json").read_text())
         a = self.artifact
-        paired = (f", {figures['speedup']:.3f}x the unpruned (rounds {figures['speedup_range'][0]:.3f}-"
-                  f"{figures['speedup_range'][1]:.3f})" if "speedup_range" in figures else "")
+        paired = (f", {figures['speedup']:.3f}x the unpruned ({figures['rounds']} rounds, "
+                  f"{figures['speedup_range'][0]:.3f}-{figures['speedup_range'][1]:.3f})" if "rounds" in figures else "")
         self.log(f"latency of {a.target.name} {a.precision} on {a.device.name}, {label}: "
                  f"{figures['latency_ms']:.2f} ms{paired}")
         return figures
@@ -262,7 +276,11 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
     chosen, the artifact, the unpruned latency and the table, for prune.json."""
     target = measure.cfg.target_speedup
     margin = measure.cfg.latency.margin
-    ratio, table = search_ratio(lambda r: measure(r, round_to), target, margin)
+    measure.aim = aimed_at(target, margin)
+    try:
+        ratio, table = search_ratio(lambda r: measure(r, round_to), target, margin)
+    finally:
+        measure.aim = None
     chosen = next(r for r in table if r["ratio"] == ratio)
     return {**measure.artifact.describe(), "target_speedup": target, "aimed_at": aimed_at(target, margin), "ratio": ratio,
             "unpruned_ms": table[0]["latency_ms"], "pruned_ms": chosen["latency_ms"],

@@ -8,8 +8,8 @@ import yaml
 from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline import run_pipeline
-from edgeopt.stages.prune_latency import (COARSEST, HIGHEST, multiple_by_measurement, paired_speedup, search_ratio,
-                                          timing_window)
+from edgeopt.stages.prune_latency import (COARSEST, HIGHEST, MAX_ROUNDS, ROUNDS, multiple_by_measurement,
+                                          paired_speedup, search_ratio, time_beside, timing_window)
 from helpers import write_config
 
 
@@ -30,6 +30,24 @@ def test_a_slow_spell_that_stretches_a_round_does_not_move_the_speedup():
     mine = [1.5, 1.5, 2.25, 1.575, 1.5]
     assert paired_speedup(mine, theirs) == pytest.approx(0.75)
     assert paired_speedup([1.5, 1.5, 0.5, 1.5, 9.0], theirs) == pytest.approx(0.75)  # an outlier round either way
+
+
+def _bench_with_ratios(ratios):
+    """A bench timing the unpruned bundle at 2 ms and the candidate at the next of ``ratios`` times that."""
+    pending = iter(ratios)
+    return lambda path: 2.0 if path.name == "unpruned" else 2.0 * next(pending)
+
+
+def test_rounds_are_added_only_while_they_disagree_on_the_side_of_the_aim(tmp_path):
+    unpruned, bundle = tmp_path / "unpruned", tmp_path / "bundle"
+    clear = _bench_with_ratios([0.6, 0.65, 0.8, 0.62, 0.6] + [0.6] * 20)  # 4 of 5 below the aim
+    assert len(time_beside(clear, bundle, unpruned, aim=0.735)[0]) == ROUNDS
+    noisy = _bench_with_ratios([0.5, 1.1, 0.7, 0.9, 0.72] + [0.6] * 20)  # 3 of 5: more rounds, until 3/4 agree
+    mine, theirs = time_beside(noisy, bundle, unpruned, aim=0.735)
+    assert len(mine) == 8 and paired_speedup(mine, theirs) <= 0.735
+    coin = _bench_with_ratios([0.5, 1.1] * 20)  # never settles: capped
+    assert len(time_beside(coin, bundle, unpruned, aim=0.735)[0]) == MAX_ROUNDS
+    assert len(time_beside(_bench_with_ratios([0.5, 1.1] * 20), bundle, unpruned)[0]) == ROUNDS  # no aim: no more
 
 
 def test_a_fast_artifact_is_timed_long_enough_and_a_slow_one_at_least_runs_times():
@@ -138,6 +156,7 @@ def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_ch
     assert all(t["unpruned_ms"] > 0 for t in table[1:])  # each candidate timed beside the unpruned one
     # the median pairing lies within the rounds' range, which the report's table shows
     assert all(t["speedup_range"][0] <= t["speedup"] <= t["speedup_range"][1] for t in table[1:])
+    assert all(ROUNDS <= t["rounds"] <= MAX_ROUNDS for t in table[1:])
     text = (tmp_path / "run" / "report.md").read_text()
     assert "## Pruning" in text and "chosen by measured latency (onnxruntime int8 on local" in text
     assert "| ratio | MACs (M) | median ms | x unpruned | rounds' range |" in text
