@@ -140,23 +140,28 @@ def time_beside(bench: Callable[[Path], float], bundle: Path, unpruned: Path,
 def undecided(mine: list[float], theirs: list[float], aim: float) -> bool:
     """Whether fewer than AGREEING of the rounds' ratios lie on the median's side of ``aim``: on a noisy device
     (rounds of one candidate ranged 0.50-1.10x on a shared VM) the bisection's step would be a coin toss."""
-    ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
-    below = paired_speedup(mine, theirs) <= aim
+    ratios = round_ratios(mine, theirs)
+    below = statistics.median(ratios) <= aim
     return sum((r <= aim) == below for r in ratios) < AGREEING * len(ratios)
+
+
+def round_ratios(mine: list[float], theirs: list[float]) -> list[float]:
+    """Each round's candidate latency over the unpruned one timed beside it."""
+    return [m / t for m, t in zip(mine, theirs, strict=True)]
 
 
 def paired_speedup(mine: list[float], theirs: list[float]) -> float:
     """The median of the rounds' candidate/unpruned ratios. Each round's two timings ran back to back, so a
     machine's slow spell (a shared VM's neighbour, a throttled clock) stretches both: the ratio of a pair cancels
     it, where the ratio of two fastest rounds taken minutes apart would not."""
-    return statistics.median(m / t for m, t in zip(mine, theirs, strict=True))
+    return statistics.median(round_ratios(mine, theirs))
 
 
 def speedup_range(mine: list[float], theirs: list[float]) -> list[float]:
     """The lowest and highest of the rounds' candidate/unpruned ratios: how far one pairing can be trusted on
     this device (on a shared VM whose speed changed 2x within seconds, one candidate's median pairing was 0.80x
     where its fastest round over the unpruned one's fastest was 0.63x)."""
-    ratios = [m / t for m, t in zip(mine, theirs, strict=True)]
+    ratios = round_ratios(mine, theirs)
     return [round(min(ratios), 4), round(max(ratios), 4)]
 
 
@@ -214,7 +219,6 @@ class CandidateLatency:
         self.ctx, self.source, self.log = ctx, source, log
         self.cfg = ctx.config.prune
         self.allocation: Any = None  # with prune.allocation 'latency': per-layer ratios for a mean ratio
-        self.aim: float | None = None  # the search's, while it runs: rounds are added until a candidate's side is clear
         self.artifact = latency_artifact(ctx)
         settings = self.cfg.model_dump(exclude={"ratio", "round_to", "target_speedup", "target_macs_reduction",
                                                 "recovery", "latency"})
@@ -231,13 +235,14 @@ class CandidateLatency:
             self.ctx, self.artifact, self.source, None, d, None))
         return path / "bundle"
 
-    def __call__(self, ratio: float, round_to: int) -> dict[str, Any]:
+    def __call__(self, ratio: float, round_to: int, aim: float | None = None) -> dict[str, Any]:
         """``latency_ms``, ``macs`` and (pruned) ``unpruned_ms`` and ``speedup`` of the candidate pruned at
-        ``ratio`` with channel counts in multiples of ``round_to`` (see :func:`measure_candidate`)."""
+        ``ratio`` with channel counts in multiples of ``round_to`` (see :func:`measure_candidate`); ``aim``: the
+        search's, timed for more rounds while they leave the candidate's side of it open."""
         if ratio == 0.0:
             return self.timed(None, "unpruned")
         return self.timed(self.prune(ratio, round_to),
-                          f"at pruning ratio {ratio:.3f} (channels in multiples of {round_to})")
+                          f"at pruning ratio {ratio:.3f} (channels in multiples of {round_to})", aim)
 
     def overrides(self, ratio: float) -> dict[str, float]:
         """The per-layer ratios the candidate at ``ratio`` is pruned with: the allocation's, if any, then the
@@ -253,7 +258,7 @@ class CandidateLatency:
         return prune_once(self.source.module, cfg, ratio, round_to, self.source.input_size, calib,
                           self.source.pruning)
 
-    def timed(self, student: torch.nn.Module | None, label: str) -> dict[str, Any]:
+    def timed(self, student: torch.nn.Module | None, label: str, aim: float | None = None) -> dict[str, Any]:
         """The measurement of ``student`` (None: the unpruned model), from the cache or made now."""
         if student is None:
             path = self.unpruned_bundle().parent
@@ -261,7 +266,7 @@ class CandidateLatency:
             unpruned = self.unpruned_bundle()
             key = stable_hash("prune-latency", structure(student), *self.key)
             path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
-                self.ctx, self.artifact, self.source, student, d, unpruned, self.aim))
+                self.ctx, self.artifact, self.source, student, d, unpruned, aim))
         figures = json.loads((path / "latency.json").read_text())
         a = self.artifact
         paired = (f", {figures['speedup']:.3f}x the unpruned ({figures['rounds']} rounds, "
@@ -276,13 +281,10 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
     chosen, the artifact, the unpruned latency and the table, for prune.json."""
     target = measure.cfg.target_speedup
     margin = measure.cfg.latency.margin
-    measure.aim = aimed_at(target, margin)
-    try:
-        ratio, table = search_ratio(lambda r: measure(r, round_to), target, margin)
-    finally:
-        measure.aim = None
+    aim = aimed_at(target, margin)
+    ratio, table = search_ratio(lambda r: measure(r, round_to, aim), target, margin)
     chosen = next(r for r in table if r["ratio"] == ratio)
-    return {**measure.artifact.describe(), "target_speedup": target, "aimed_at": aimed_at(target, margin), "ratio": ratio,
+    return {**measure.artifact.describe(), "target_speedup": target, "aimed_at": aim, "ratio": ratio,
             "unpruned_ms": table[0]["latency_ms"], "pruned_ms": chosen["latency_ms"],
             "speedup": chosen["speedup"], "table": table}
 
