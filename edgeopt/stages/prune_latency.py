@@ -150,6 +150,12 @@ def round_ratios(mine: list[float], theirs: list[float]) -> list[float]:
     return [m / t for m, t in zip(mine, theirs, strict=True)]
 
 
+def settled_below(ratios: list[float], target: float) -> bool:
+    """Whether at least AGREEING of the rounds' ratios lie at or below ``target``: the same rule that ends the
+    rounds, so a candidate whose rounds agreed is not called noisy for one outlier round among them."""
+    return sum(r <= target for r in ratios) >= AGREEING * len(ratios)
+
+
 def paired_speedup(mine: list[float], theirs: list[float]) -> float:
     """The median of the rounds' candidate/unpruned ratios. Each round's two timings ran back to back, so a
     machine's slow spell (a shared VM's neighbour, a throttled clock) stretches both: the ratio of a pair cancels
@@ -204,7 +210,8 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, stu
     figures = {"latency_ms": round(min(mine), 4), "macs": count(detector.module, detector.input_size)[0]}
     if unpruned is not None:
         figures.update(unpruned_ms=round(min(theirs), 4), speedup=round(paired_speedup(mine, theirs), 4),
-                       speedup_range=speedup_range(mine, theirs), rounds=len(mine))
+                       speedup_range=speedup_range(mine, theirs), rounds=len(mine),
+                       round_speedups=[round(r, 4) for r in round_ratios(mine, theirs)])
         shutil.rmtree(bundle)
     (out / "latency.json").write_text(json.dumps(figures))
     return figures
@@ -284,9 +291,11 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
     aim = aimed_at(target, margin)
     ratio, table = search_ratio(lambda r: measure(r, round_to, aim), target, margin)
     chosen = next(r for r in table if r["ratio"] == ratio)
+    rounds = chosen.get("round_speedups")  # none for the unpruned model, nor in a measurement cached before them
     return {**measure.artifact.describe(), "target_speedup": target, "aimed_at": aim, "ratio": ratio,
             "unpruned_ms": table[0]["latency_ms"], "pruned_ms": chosen["latency_ms"],
-            "speedup": chosen["speedup"], "table": table}
+            "speedup": chosen["speedup"], "settled": None if rounds is None else settled_below(rounds, target),
+            "table": table}
 
 
 def multiple_by_measurement(measure: CandidateLatency, ratio: float,

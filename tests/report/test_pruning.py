@@ -1,15 +1,18 @@
 """The pruning section's warnings: a shipped artifact slower than unpruned, a missed target, a noisy choice."""
 
 from edgeopt.report.pruning import prune_lines, pruning_warnings
-from edgeopt.stages.prune_latency import speedup_range
+from edgeopt.stages.prune_latency import settled_below, speedup_range
 
 
-def _latency(chosen_range: list[float] | None) -> dict:
+def _latency(rounds: list[float] | None) -> dict:
+    """The search's figures for a chosen candidate at 0.72x whose rounds' ratios were ``rounds`` (None: a
+    measurement cached before rounds were kept)."""
     chosen = {"ratio": 0.4, "macs": 5e8, "latency_ms": 1.5, "speedup": 0.72}
-    if chosen_range is not None:
-        chosen["speedup_range"] = chosen_range
+    if rounds is not None:
+        chosen.update(speedup_range=[min(rounds), max(rounds)], rounds=len(rounds), round_speedups=rounds)
     return {"target": "onnxruntime", "precision": "int8", "device": "local", "threads": 1, "target_speedup": 0.75,
             "aimed_at": 0.735, "ratio": 0.4, "unpruned_ms": 2.0, "pruned_ms": 1.5, "speedup": 0.72,
+            "settled": None if rounds is None else settled_below(rounds, 0.75),
             "table": [{"ratio": 0.0, "macs": 1e9, "latency_ms": 2.0, "speedup": 1.0}, chosen]}
 
 
@@ -21,22 +24,25 @@ def test_the_range_of_the_rounds_pairings():
     assert speedup_range([1.5, 1.6, 1.2], [2.0, 2.0, 2.0]) == [0.6, 0.8]
 
 
-def test_a_choice_whose_pairings_straddle_the_target_is_called_noise():
-    warnings = pruning_warnings({"latency": _latency([0.63, 0.80])}, [_row(1.5)])
-    assert len(warnings) == 1 and "ranged 0.63-0.80x of unpruned around prune.target_speedup 0.75" in warnings[0]
-    assert pruning_warnings({"latency": _latency([0.70, 0.74])}, [_row(1.5)]) == []
-    assert pruning_warnings({"latency": _latency(None)}, [_row(1.5)]) == []  # a measurement cached before ranges
+def test_a_choice_whose_rounds_did_not_settle_below_the_target_is_called_noise():
+    straddling = [0.63, 0.80, 0.72, 0.78, 0.70]  # 3 of 5 at or below 0.75
+    warnings = pruning_warnings({"latency": _latency(straddling)}, [_row(1.5)])
+    assert len(warnings) == 1 and "5 pairings ranged 0.63-0.80x of unpruned" in warnings[0]
+    assert "prune.target_speedup 0.75" in warnings[0]
+    # settled: 6 of 7 below, the one outlier round widens the range past the target but decides nothing
+    assert pruning_warnings({"latency": _latency([0.70, 0.72, 1.10, 0.71, 0.73, 0.69, 0.72])}, [_row(1.5)]) == []
+    assert pruning_warnings({"latency": _latency(None)}, [_row(1.5)]) == []  # a measurement cached before rounds
 
 
 def test_a_shipped_artifact_slower_than_unpruned_or_off_target_is_said():
-    slower, missed = (pruning_warnings({"latency": _latency([0.70, 0.74])}, [_row(ms)]) for ms in (2.2, 1.6))
+    slower, missed = (pruning_warnings({"latency": _latency([0.70, 0.74, 0.72])}, [_row(ms)]) for ms in (2.2, 1.6))
     assert len(slower) == 1 and "slower than unpruned: 2.20 ms against 2.00 ms (1.10x)" in slower[0]
     assert len(missed) == 1 and "misses prune.target_speedup 0.75 in the benchmark: 0.80x" in missed[0]
 
 
 def test_the_search_table_shows_each_candidates_range():
     report = {"ratio": 0.4, "importance": "l2", "allocation": "uniform", "round_to": 8, "macs_reduction": 0.5,
-              "recovery": {"mode": "none", "epochs": 0}, "latency": _latency([0.63, 0.80])}
+              "recovery": {"mode": "none", "epochs": 0}, "latency": _latency([0.63, 0.80, 0.72, 0.78, 0.70])}
     for key in ("before", "after_prune", "after_recovery"):
         report[key] = {"macs": 1e9, "params": 1e6, "map50_95": 0.5, "latency_ms_torch_1thread": 3.0}
     text = "\n".join(prune_lines(report, [_row(1.5)]))

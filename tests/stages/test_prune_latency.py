@@ -9,7 +9,7 @@ from edgeopt.config.load import load_config
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline import run_pipeline
 from edgeopt.stages.prune_latency import (COARSEST, HIGHEST, MAX_ROUNDS, ROUNDS, multiple_by_measurement,
-                                          paired_speedup, search_ratio, time_beside, timing_window)
+                                          paired_speedup, search_ratio, settled_below, time_beside, timing_window)
 from helpers import write_config
 
 
@@ -156,7 +156,8 @@ def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_ch
     assert all(t["unpruned_ms"] > 0 for t in table[1:])  # each candidate timed beside the unpruned one
     # the median pairing lies within the rounds' range, which the report's table shows
     assert all(t["speedup_range"][0] <= t["speedup"] <= t["speedup_range"][1] for t in table[1:])
-    assert all(ROUNDS <= t["rounds"] <= MAX_ROUNDS for t in table[1:])
+    assert all(ROUNDS <= t["rounds"] == len(t["round_speedups"]) <= MAX_ROUNDS for t in table[1:])
+    assert latency["settled"] == settled_below(next(t for t in table if t["ratio"] == latency["ratio"])["round_speedups"], 0.8)
     text = (tmp_path / "run" / "report.md").read_text()
     assert "## Pruning" in text and "chosen by measured latency (onnxruntime int8 on local" in text
     assert "| ratio | MACs (M) | median ms | x unpruned | rounds' range |" in text
