@@ -171,6 +171,10 @@ class PruneConfig(Strict):
         "Module-name globs whose output channels are kept (output convs always are); default: the model family's "
         "own (e.g. stem and detection head)"))
     overrides: dict[str, float] = Field(default_factory=dict, description="Module-name glob -> pruning ratio")
+    drop_blocks: int = Field(0, ge=0, description=(
+        "Residual blocks (a module returning its input plus a branch) removed whole before channel pruning: those "
+        "whose removal alone moves the outputs least on the calibration images. Fewer operators, which channel "
+        "pruning never removes: what a runtime with high per-operator costs (ONNX Runtime int8) needs"))
     input_size: int | None = Field(None, ge=32, description=(
         "Input size to prune and recover at (default: model.input_size). The pruned weights then serve every "
         "exported size: a sweep over model.input_size prunes and recovers each ratio once"))

@@ -162,8 +162,12 @@ PRUNED_FORMAT = "edgeopt.pruned/1"
 
 
 def save_pruned(model: nn.Module, path: str | Path) -> Path:
-    """Write a pruned module of any architecture as ``{"format", "channels", "state_dict"}`` (no pickled code)."""
-    return save_checkpoint(path, {"format": PRUNED_FORMAT, "channels": channel_spec(model), "state_dict": plain_state(model)})
+    """Write a pruned module of any architecture as ``{"format", "channels", "identity", "state_dict"}`` (no
+    pickled code); ``identity``: the modules that are ``nn.Identity``, which covers the blocks depth pruning
+    dropped (a module the architecture already had as one is set to one again, harmlessly)."""
+    identity = [name for name, m in model.named_modules() if name and isinstance(m, nn.Identity)]
+    return save_checkpoint(path, {"format": PRUNED_FORMAT, "channels": channel_spec(model), "identity": identity,
+                                  "state_dict": plain_state(model)})
 
 
 def load_pruned(path: str | Path, base: nn.Module, normalize: Callable[[nn.Module], Any] | None = None) -> nn.Module:
@@ -181,11 +185,24 @@ def load_pruned(path: str | Path, base: nn.Module, normalize: Callable[[nn.Modul
     return load_into(model, data, path)
 
 
+def set_identity(model: nn.Module, names: object) -> None:
+    """Replace the named modules of ``model`` by ``nn.Identity``, in place (refusing names it does not have)."""
+    modules = dict(model.named_modules())
+    if not isinstance(names, list) or not all(isinstance(n, str) and n in modules and n for n in names):
+        raise ModelError(f"the checkpoint's identity modules {names!r} are not modules of this architecture",
+                         hint="load the pruned model into the architecture it was pruned from")
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+
+
 def load_into(model: nn.Module, data: dict, path: str | Path) -> nn.Module:
-    """Resize ``model`` to the checkpoint's channel spec (a pruned model), then load its weights (eval mode)."""
+    """Drop the checkpoint's identity modules from ``model`` and resize it to its channel spec (a pruned model),
+    then load its weights (eval mode)."""
     if not isinstance(data.get("state_dict"), dict):
         raise ModelError(f"{path} holds no state_dict", hint="save the weights with their state_dict")
     try:
+        set_identity(model, data.get("identity") or [])
         if data.get("channels"):
             apply_channel_spec(model, data["channels"])
         model.load_state_dict(data["state_dict"])

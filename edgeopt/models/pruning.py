@@ -96,7 +96,7 @@ def _importance(name: str):
             "bn_scale": lambda: tp.importance.BNScaleImportance()}[name]()
 
 
-def _prunable_copy(model: nn.Module, hints: PruningHints) -> nn.Module:
+def prunable_copy(model: nn.Module, hints: PruningHints) -> nn.Module:
     """A copy of ``model`` in the family's prunable form (what is pruned and what its module names refer to)."""
     model = copy.deepcopy(model).eval()
     if hints.normalize is not None:
@@ -130,7 +130,7 @@ def prune_once(model: nn.Module, cfg: Any, ratio: float, round_to: int, size: in
 
     ``cfg``: the prune config; ``hints``: the family's kept modules (used when the config names none) and its
     rewrite into a prunable form."""
-    model = _prunable_copy(model, hints)
+    model = prunable_copy(model, hints)
     pruner = _pruner(model, cfg, ratio, round_to, size, hints)
     if cfg.importance == "taylor":
         if calib_images is None:
@@ -150,7 +150,7 @@ def prunable_blocks(model: nn.Module, cfg: Any, size: int, count_of_blocks: int,
     """The convolutions whose output channels pruning cuts (one per torch-pruning group, the group's root; the
     config's kept layers excluded), in module order, split into ``count_of_blocks`` consecutive blocks of about
     equal MACs (fewer when there are fewer groups): the units a latency allocation measures and weighs."""
-    model = _prunable_copy(model, hints)
+    model = prunable_copy(model, hints)
     pruner = _pruner(model, cfg, 0.0, 1, size, hints)
     names = {m: n for n, m in model.named_modules()}
     roots = {group[0].dep.target.module for group in pruner.DG.get_all_groups(

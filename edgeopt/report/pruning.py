@@ -78,6 +78,11 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
         f = report[key]
         lines.append(f"| {label} | {_m(f['macs'])} | {_m(f['params'])} | {f['map50_95']:.4f} | "
                      f"{f['latency_ms_torch_1thread']:.2f} |")
+    depth = report.get("depth")
+    if depth:
+        lines += ["", f"Residual blocks dropped whole before channel pruning (prune.drop_blocks "
+                      f"{len(depth['dropped'])}), the least distorting of {len(depth['ranked'])} on the calibration "
+                      f"images: {', '.join(depth['dropped'])}."]
     exported = report.get("at_exported_size")
     if exported:
         lines += ["", f"Pruned and recovered at prune.input_size; at the exported size ({exported['input_size']} px) "

@@ -126,6 +126,7 @@ def pruning_lineage(report: dict[str, Any]) -> dict[str, Any]:
     latency = report.get("latency")
     return {"ratio": report["ratio"], "macs_reduction": report["macs_reduction"], "round_to": report["round_to"],
             "round_to_chosen_by": f"measured on {measured_on(measured)}" if measured else "config",
+            "dropped_blocks": report.get("depth", {}).get("dropped", []),
             "ratio_chosen_by": (f"prune.target_speedup {latency['target_speedup']:g} measured on "
                                 f"{measured_on(latency)}") if latency else "config"}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Stage
 from edgeopt.errors import ConfigError, missing_extra
 from edgeopt.models.checkpoint import load_pruned, save_pruned
+from edgeopt.models.depth import choose_blocks, hints_dropping, rank_blocks
 from edgeopt.models.detector import Detector, torch_infer
 from edgeopt.models.pruning import count, prune_to_target
 from edgeopt.stages.accuracy import float_map
@@ -88,6 +90,23 @@ def prune_detector(detector: Detector, cfg: Any, channel_multiple: int, calib: A
     return report
 
 
+def depth_pruned(source: Detector, cfg: Any, calib: Any, log: Callable[[str], None]) -> tuple[Detector, dict]:
+    """``source`` whose pruned copies lack its ``cfg.drop_blocks`` residual blocks whose removal alone distorts
+    its outputs least on the calibration images (the kept layers' blocks excepted), and the ranking."""
+    kept = list(cfg.ignored if cfg.ignored is not None else source.pruning.keep)
+    ranked = rank_blocks(source.module, source.pruning, kept, calib.images[:DEPTH_IMAGES])
+    dropped = choose_blocks(ranked, cfg.drop_blocks)
+    if len(dropped) < cfg.drop_blocks:
+        raise ConfigError(f"prune.drop_blocks {cfg.drop_blocks}: {source.source} has {len(dropped)} residual "
+                          "block(s) that can be dropped (outside the kept layers, none inside another)",
+                          hint=f"set prune.drop_blocks to at most {len(dropped)}")
+    log(f"dropping {len(dropped)} of {len(ranked)} residual blocks, least distorting first: "
+        + ", ".join(f"{b['block']} ({b['distortion']:.4f})" for b in ranked if b["block"] in dropped))
+    return (replace(source, pruning=hints_dropping(source.pruning, dropped)),
+            {"dropped": dropped, "ranked": ranked})
+
+
+DEPTH_IMAGES = 32  # calibration images the blocks are ranked on
 AUTO_RATIO = 0.3  # where round_to: auto compares multiples when the ratio is not given (a latency or MAC target)
 
 
@@ -109,6 +128,9 @@ class PruneStage(Stage):
                               f"{ctx.detector.kind} model",
                               hint="drop 'prune' from stages, or give the torch model (.pt or 'module:factory')")
         recovery_mode(ctx.config.prune, ctx.recovery_set, self._source(ctx).training)  # refused before any work
+        if ctx.config.prune.drop_blocks and "calibrate" not in ctx.config.stages:
+            raise ConfigError("prune.drop_blocks ranks the blocks on the calibration images: it needs the "
+                              "calibrate stage", hint="add 'calibrate' to stages, or set prune.drop_blocks: 0")
         if _measures_latency(ctx.config.prune):
             self._check_latency_artifact(ctx)
 
@@ -127,9 +149,10 @@ class PruneStage(Stage):
 
     def key(self, ctx: Any, item: Any) -> str:
         cfg = ctx.config.prune
-        # only Taylor importance reads the calibration images (letterboxed at model.input_size); without it the
-        # key is free of the exported size, so points differing only in model.input_size share the pruned model
-        calib_key = ctx.calib_key if cfg.importance == "taylor" else None
+        # only Taylor importance and depth pruning read the calibration images (letterboxed at model.input_size);
+        # without them the key is free of the exported size, so points differing only in model.input_size share
+        # the pruned model
+        calib_key = ctx.calib_key if cfg.importance == "taylor" or cfg.drop_blocks else None
         return stable_hash("prune", cfg.model_dump(), self._source(ctx).key, self._multiple(ctx),
                            ctx.data_key, ctx.recovery_set.fingerprint() if ctx.recovery_set else None,
                            calib_key, ctx.versions["torch"], self.code(__name__),
@@ -153,6 +176,8 @@ class PruneStage(Stage):
 
     def run(self, ctx: Any, item: Any, out: Path) -> None:
         cfg, source, extra = ctx.config.prune, self._source(ctx), {}
+        if cfg.drop_blocks:  # depth first: the channel search and its measurements start from the shallower model
+            source, extra["depth"] = depth_pruned(source, cfg, ctx.calib, ctx.console.print)
         round_to = cfg.round_to if isinstance(cfg.round_to, int) else self._multiple(ctx)
         if _measures_latency(cfg):
             measure = CandidateLatency(ctx, source, self.code(__name__), ctx.console.print)

@@ -78,7 +78,8 @@ def allocation_weights(saved: list[float], distortion: list[float]) -> list[floa
 
 
 def measure_allocation(measure: CandidateLatency, round_to: int, log: Any = print) -> LatencyAllocation:
-    """Time and distortion of each block pruned at PROBE_RATIO alone, and the weights they give."""
+    """Time and distortion of each block pruned at PROBE_RATIO alone (against the model with prune.drop_blocks
+    dropped, when some are), and the weights they give."""
     source, cfg, ctx = measure.source, measure.cfg, measure.ctx
     if ctx.calib is None:
         raise ConfigError("prune.allocation 'latency' measures output distortion on calibration images: add the "
@@ -88,6 +89,10 @@ def measure_allocation(measure: CandidateLatency, round_to: int, log: Any = prin
         raise ConfigError("prune.allocation 'latency': the model has no layer to prune (prune.ignored keeps them "
                           "all)", hint="shrink prune.ignored")
     images = ctx.calib.images[:DISTORTION_IMAGES]
+    reference, base_speedup = source.module, 1.0
+    if cfg.drop_blocks:  # weighed against the model with its blocks dropped: that cut's time and distortion are
+        reference = measure.prune(0.0, round_to, dict(cfg.overrides))  # not the channel blocks' own
+        base_speedup = measure.timed(reference, "with the dropped blocks only")["speedup"]
     table = []
     for i, block in enumerate(blocks):
         # the configured overrides still win: a layer the user keeps stays kept in the probe too
@@ -95,8 +100,8 @@ def measure_allocation(measure: CandidateLatency, round_to: int, log: Any = prin
         label = f"block {i + 1}/{len(blocks)} ({block[0]} .. {block[-1]}) pruned at {PROBE_RATIO}"
         figures = measure.timed(student, label)
         table.append({"first": block[0], "last": block[-1], "convolutions": len(block), "macs": figures["macs"],
-                      "speedup": figures["speedup"], "saved": round(1 - figures["speedup"], 4),
-                      "distortion": float(f"{output_distortion(source.module, student, images):.4g}")})
+                      "speedup": figures["speedup"], "saved": round(1 - figures["speedup"] / base_speedup, 4),
+                      "distortion": float(f"{output_distortion(reference, student, images):.4g}")})
     weights = allocation_weights([row["saved"] for row in table], [row["distortion"] for row in table])
     for row, weight in zip(table, weights, strict=True):
         row["weight"] = round(weight, 4)

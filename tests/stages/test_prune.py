@@ -284,3 +284,47 @@ def test_output_distortion_is_zero_for_the_same_model_and_grows_with_the_cut():
     assert output_distortion(model, prune_once(model, cfg, 0.0, 8, 64, None), images) == pytest.approx(0.0, abs=1e-9)
     light, heavy = (output_distortion(model, prune_once(model, cfg, r, 8, 64, None), images) for r in (0.25, 0.75))
     assert 0 < light < heavy
+
+
+def test_drop_blocks_ships_fewer_operators_and_refuses_what_it_cannot_do(tmp_path):
+    """prune.drop_blocks: the least distorting residual blocks are recorded and gone from the exported graph
+    (fewer operators than the unpruned artifact), the manifest names them, and the rows pass parity against the
+    depth-pruned model reloaded from its checkpoint. Asking for more blocks than the model has is refused before
+    any pruning, depth pruning without calibration images before any work."""
+    import json
+
+    import onnx
+
+    from edgeopt.config.load import load_config
+    from edgeopt.errors import ConfigError
+    from edgeopt.pipeline import run_pipeline
+    from helpers import write_config
+
+    targets = [{"name": "onnxruntime", "precisions": ["fp32"]}]
+    operators = {}
+    for drop in (0, 2):
+        folder = tmp_path / str(drop)
+        folder.mkdir()
+        config = write_config(folder, stages=["calibrate", "prune", "export"], targets=targets,
+                              prune={"ratio": 0.0, "drop_blocks": drop, "recovery": {"mode": "none"}})
+        result = run_pipeline(load_config(config), cache_dir=tmp_path / "cache")
+        row = next(r for r in result.records if r["target"] == "onnxruntime")
+        assert row["status"] == "passed", row.get("reason")
+        bundle = tmp_path / "cache" / "export" / row["cache_key"]
+        operators[drop] = sum(len(onnx.load(str(f)).graph.node) for f in bundle.glob("*.onnx"))
+        lineage = json.loads((bundle / "edgeopt.json").read_text())["lineage"]["pruning"]
+    depth = result.run_info["prune"]["depth"]
+    assert len(depth["dropped"]) == 2 and lineage["dropped_blocks"] == depth["dropped"]
+    assert depth["dropped"] == [b["block"] for b in depth["ranked"][:2]]  # the least distorting (none nested here)
+    assert operators[2] < operators[0]
+    assert "Residual blocks dropped whole before channel pruning (prune.drop_blocks 2)" in \
+        (tmp_path / "2" / "run" / "report.md").read_text()
+    assert result.run_info["prune"]["after_prune"]["macs"] < result.run_info["prune"]["before"]["macs"]
+    too_many = write_config(tmp_path, stages=["calibrate", "prune", "export"], targets=targets,
+                            prune={"ratio": 0.0, "drop_blocks": 99, "recovery": {"mode": "none"}})
+    with pytest.raises(ConfigError, match="drop_blocks 99"):
+        run_pipeline(load_config(too_many), cache_dir=tmp_path / "cache")
+    uncalibrated = write_config(tmp_path, stages=["prune", "export"], targets=targets,
+                                prune={"ratio": 0.0, "drop_blocks": 1, "recovery": {"mode": "none"}})
+    with pytest.raises(ConfigError, match="calibrate stage"):
+        run_pipeline(load_config(uncalibrated), cache_dir=tmp_path / "cache")
