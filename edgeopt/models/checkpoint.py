@@ -193,7 +193,18 @@ def set_identity(model: nn.Module, names: object) -> None:
                          hint="load the pruned model into the architecture it was pruned from")
     for name in names:
         parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, _identity_like(getattr(owner, child)))
+
+
+def _identity_like(module: nn.Module) -> nn.Identity:
+    """An ``nn.Identity`` carrying ``module``'s plain public attributes: a model that routes its layers by
+    attributes (which earlier layer a layer reads, its index) still finds them on the identity."""
+    identity = nn.Identity()
+    for key, value in vars(module).items():
+        if not key.startswith("_") and key != "training" and isinstance(value, (bool, int, float, str, list, tuple)):
+            setattr(identity, key, value)
+    return identity
 
 
 def load_into(model: nn.Module, data: dict, path: str | Path) -> nn.Module:

@@ -279,6 +279,44 @@ def test_pruned_head_inputs_imitate_the_unpruned_ones(arch, yolo_env):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
 
 
+@pytest.mark.parametrize("arch", ["yolov8n", "yolo11n", "yolo26n"])
+def test_residual_blocks_drop_from_every_family_member_and_reload(arch, yolo_env, tmp_path):
+    """Depth pruning finds, by tracing, the shortcut bottlenecks of each architecture (and YOLO26's SPPF, which
+    adds its input to its output; never an attention block), and the model with the least distorting ones dropped and its channels pruned still
+    computes the family's training loss, and reloads from its checkpoint with the same outputs."""
+    from ultralytics import YOLO
+
+    from edgeopt.config.schema import PruneConfig
+    from edgeopt.models.checkpoint import load_pruned, save_pruned
+    from edgeopt.models.depth import choose_blocks, hints_dropping, rank_blocks, residual_blocks
+    from edgeopt.models.detector import PruningHints
+    from edgeopt.models.pruning import prunable_copy, prune_once
+    from edgeopt.models.sources.ultralytics.normalize import normalize_for_pruning
+    from edgeopt.models.sources.ultralytics.training import TRAINING
+    from edgeopt.models.sources.ultralytics.wrapper import UltralyticsDetector, prune_keep
+
+    torch.manual_seed(0)
+    teacher = UltralyticsDetector(YOLO(f"{arch}.yaml").model, SIZE).eval()
+    hints = PruningHints(keep=prune_keep(teacher), normalize=normalize_for_pruning)
+    prunable = prunable_copy(teacher, hints)
+    found = residual_blocks(prunable)
+    kinds = {type(prunable.get_submodule(n)).__name__ for n in found}
+    assert "Bottleneck" in kinds and kinds <= {"Bottleneck", "SPPF"}, kinds  # YOLO26's SPPF adds its input too
+    images = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    ranked = rank_blocks(teacher, hints, list(hints.keep), images)
+    assert {b["block"] for b in ranked} <= set(found)
+    dropped = choose_blocks(ranked, 2)
+    student = prune_once(teacher, PruneConfig(ratio=0.2), 0.2, 8, SIZE, None, hints_dropping(hints, dropped))
+    assert all(isinstance(student.get_submodule(n), torch.nn.Identity) for n in dropped)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    targets = [torch.tensor([[0, 10, 20, 60, 90.0]]), torch.zeros(0, 5)]
+    loss = TRAINING.loss(student.train(), TRAINING.raw_forward(student, x), targets, SIZE)
+    assert torch.isfinite(loss) and loss.item() > 0
+    loaded = load_pruned(save_pruned(student.eval(), tmp_path / "pruned.pt"), teacher, normalize_for_pruning)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), student(x), atol=1e-5)
+
+
 def _cached_manifest(result, row) -> dict:
     """A row's bundle manifest in the cache (shipped or not)."""
     return json.loads((result.output / "cache" / "export" / row["cache_key"] / "edgeopt.json").read_text())
