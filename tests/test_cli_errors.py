@@ -221,3 +221,21 @@ def test_a_latency_target_the_config_cannot_measure_or_no_ratio_meets_is_a_clean
     assert_clean_failure(edgeopt("run", str(cfg)), "prune.target_speedup 0.01 (aiming at 0.0098, prune.latency.margin",
                          "is not met up to ratio 0.886",
                          "measured ratio 0.450:", "raise target_speedup")
+
+
+def test_dropping_blocks_without_calibration_or_more_than_the_model_has_is_a_clean_error(tmp_path):
+    """prune.drop_blocks ranks blocks on the calibration images: without the calibrate stage it is refused in
+    preflight (nothing written); asking for more blocks than the model can lose names the count it has."""
+    cfg = _edit(write_config(tmp_path), lambda c: c.update(
+        stages=["prune", "export"], targets=[{"name": "onnxruntime", "precisions": ["fp32"]}],
+        prune={"ratio": 0.2, "drop_blocks": 2, "recovery": {"mode": "none"}}))
+    assert_clean_failure(edgeopt("run", str(cfg)), "prune.drop_blocks ranks the blocks", "add 'calibrate' to stages")
+    assert not (tmp_path / "run").exists()
+    cfg = _edit(write_config(tmp_path), lambda c: c.update(
+        stages=["calibrate", "prune", "export"], model={"source": "reference", "input_size": 96},
+        targets=[{"name": "onnxruntime", "precisions": ["fp32"]}],
+        prune={"ratio": 0.2, "drop_blocks": 99, "recovery": {"mode": "none"}}))
+    proc = edgeopt("run", str(cfg))
+    assert_clean_failure(proc, "prune.drop_blocks 99:", "has 10 residual block(s)",
+                          "set prune.drop_blocks to at most 10")
+    assert not list((tmp_path / "run").glob("**/prune.json"))  # refused before any pruning

@@ -93,7 +93,8 @@ def prune_detector(detector: Detector, cfg: Any, channel_multiple: int, calib: A
 def depth_pruned(source: Detector, cfg: Any, calib: Any, log: Callable[[str], None]) -> tuple[Detector, dict]:
     """``source`` whose pruned copies lack its ``cfg.drop_blocks`` residual blocks whose removal alone distorts
     its outputs least on the calibration images (the kept layers' blocks excepted), and the ranking."""
-    kept = list(cfg.ignored if cfg.ignored is not None else source.pruning.keep)
+    # a block holding a convolution prune.overrides names is not dropped either: the user said how far to cut it
+    kept = [*(cfg.ignored if cfg.ignored is not None else source.pruning.keep), *cfg.overrides]
     ranked = rank_blocks(source.module, source.pruning, kept, calib.images[:DEPTH_IMAGES])
     dropped = choose_blocks(ranked, cfg.drop_blocks)
     if len(dropped) < cfg.drop_blocks:

@@ -289,14 +289,13 @@ def test_output_distortion_is_zero_for_the_same_model_and_grows_with_the_cut():
 def test_drop_blocks_ships_fewer_operators_and_refuses_what_it_cannot_do(tmp_path):
     """prune.drop_blocks: the least distorting residual blocks are recorded and gone from the exported graph
     (fewer operators than the unpruned artifact), the manifest names them, and the rows pass parity against the
-    depth-pruned model reloaded from its checkpoint. Asking for more blocks than the model has is refused before
-    any pruning, depth pruning without calibration images before any work."""
+    depth-pruned model reloaded from its checkpoint. A block holding a convolution prune.overrides names is not
+    dropped (the CLI's refusals: tests/test_cli_errors.py)."""
     import json
 
     import onnx
 
     from edgeopt.config.load import load_config
-    from edgeopt.errors import ConfigError
     from edgeopt.pipeline import run_pipeline
     from helpers import write_config
 
@@ -320,11 +319,10 @@ def test_drop_blocks_ships_fewer_operators_and_refuses_what_it_cannot_do(tmp_pat
     assert "Residual blocks dropped whole before channel pruning (prune.drop_blocks 2)" in \
         (tmp_path / "2" / "run" / "report.md").read_text()
     assert result.run_info["prune"]["after_prune"]["macs"] < result.run_info["prune"]["before"]["macs"]
-    too_many = write_config(tmp_path, stages=["calibrate", "prune", "export"], targets=targets,
-                            prune={"ratio": 0.0, "drop_blocks": 99, "recovery": {"mode": "none"}})
-    with pytest.raises(ConfigError, match="drop_blocks 99"):
-        run_pipeline(load_config(too_many), cache_dir=tmp_path / "cache")
-    uncalibrated = write_config(tmp_path, stages=["prune", "export"], targets=targets,
-                                prune={"ratio": 0.0, "drop_blocks": 1, "recovery": {"mode": "none"}})
-    with pytest.raises(ConfigError, match="calibrate stage"):
-        run_pipeline(load_config(uncalibrated), cache_dir=tmp_path / "cache")
+    first = depth["dropped"][0]  # a block whose convolutions prune.overrides names is the user's to cut: kept
+    overridden = write_config(tmp_path, stages=["calibrate", "prune", "export"], targets=targets,
+                              prune={"ratio": 0.1, "drop_blocks": 2, "overrides": {f"{first}.*": 0.2},
+                                     "recovery": {"mode": "none"}})
+    depth = run_pipeline(load_config(overridden), cache_dir=tmp_path / "cache").run_info["prune"]["depth"]
+    assert len(depth["dropped"]) == 2 and first not in depth["dropped"]
+    assert first not in [b["block"] for b in depth["ranked"]]
