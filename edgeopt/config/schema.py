@@ -177,7 +177,8 @@ class PruneConfig(Strict):
         "pruning never removes: what a runtime with high per-operator costs (ONNX Runtime int8) needs"))
     input_size: int | None = Field(None, ge=32, description=(
         "Input size to prune and recover at (default: model.input_size). The pruned weights then serve every "
-        "exported size: a sweep over model.input_size prunes and recovers each ratio once"))
+        "exported size: a sweep over model.input_size prunes and recovers each ratio once (unless taylor importance or "
+        "drop_blocks read its calibration images)"))
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
 
 

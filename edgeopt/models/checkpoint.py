@@ -165,9 +165,14 @@ def save_pruned(model: nn.Module, path: str | Path) -> Path:
     """Write a pruned module of any architecture as ``{"format", "channels", "identity", "state_dict"}`` (no
     pickled code); ``identity``: the modules that are ``nn.Identity``, which covers the blocks depth pruning
     dropped (a module the architecture already had as one is set to one again, harmlessly)."""
-    identity = [name for name, m in model.named_modules() if name and isinstance(m, nn.Identity)]
-    return save_checkpoint(path, {"format": PRUNED_FORMAT, "channels": channel_spec(model), "identity": identity,
-                                  "state_dict": plain_state(model)})
+    return save_checkpoint(path, {"format": PRUNED_FORMAT, "channels": channel_spec(model),
+                                  "identity": identity_modules(model), "state_dict": plain_state(model)})
+
+
+def identity_modules(model: nn.Module) -> list[str]:
+    """Names of the modules of ``model`` that are ``nn.Identity``: what a checkpoint records so that
+    :func:`load_into` drops the same blocks from a freshly built architecture."""
+    return [name for name, m in model.named_modules() if name and isinstance(m, nn.Identity)]
 
 
 def load_pruned(path: str | Path, base: nn.Module, normalize: Callable[[nn.Module], Any] | None = None) -> nn.Module:

@@ -40,13 +40,14 @@ def _returns_input_plus_branch(module: nn.Module) -> bool:
     if len(inputs) != 1 or not isinstance(result, fx.Node) or result.target not in ADDS or len(result.args) != 2:
         return False
     branch = [a for a in result.args if a is not inputs[0]]
-    return len(branch) == 1 and isinstance(branch[0], fx.Node) and branch[0].op != "placeholder"
+    return len(branch) == 1 and isinstance(branch[0], fx.Node) and branch[0].op not in ("placeholder", "get_attr")
 
 
 def residual_blocks(model: nn.Module) -> list[str]:
     """Names of the modules of ``model`` that return their input plus a branch holding a convolution, in module
     order (a block inside another one is listed too; dropping the outer one drops it). A wrapper of one such block
     (a Sequential of one) is the block itself: only the block is listed."""
+    model = copy.deepcopy(model)  # tracing runs forward on proxies: whatever a forward stores stays on a copy
     found = {name: m for name, m in model.named_modules()
              if name and any(isinstance(c, nn.Conv2d) for c in m.modules()) and _returns_input_plus_branch(m)}
     wrappers = {name for name, m in found.items()
@@ -67,14 +68,18 @@ def drop_blocks(model: nn.Module, names: list[str]) -> nn.Module:
 def rank_blocks(model: nn.Module, hints: PruningHints, kept: list[str], images: np.ndarray) -> list[dict[str, Any]]:
     """Every residual block of ``model`` in the family's prunable form (``hints``) holding no kept convolution
     (module-name globs ``kept``), with the output distortion of the model without it on ``images`` (uint8 NHWC),
-    least distorting first."""
+    least distorting first. A block the model cannot run without (its parent calls it for more than a tensor)
+    is not a candidate."""
     model = prunable_copy(model, hints)
     convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     ranked = []
     for name in residual_blocks(model):
         if any(_inside(c, name) and fnmatch.fnmatch(c, p) for c in convs for p in kept):
             continue
-        distortion = output_distortion(model, drop_blocks(copy.deepcopy(model), [name]), images)
+        try:
+            distortion = output_distortion(model, drop_blocks(copy.deepcopy(model), [name]), images)
+        except Exception:  # noqa: BLE001 - any failure of the model without the block rules the block out
+            continue
         ranked.append({"block": name, "distortion": round(distortion, 6)})
     return sorted(ranked, key=lambda b: b["distortion"])
 

@@ -298,6 +298,17 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
             "table": table}
 
 
+def depth_baseline(measure: CandidateLatency, round_to: int) -> dict[str, Any] | None:
+    """The measurement of the model with its prune.drop_blocks dropped and no channel cut of its own (None when
+    no block is dropped): what channel cuts are weighed against, so the dropped blocks' time and MACs are not
+    credited to each of them."""
+    cfg = measure.cfg
+    if not cfg.drop_blocks:
+        return None
+    label = "with the dropped blocks only" + (" (and prune.overrides)" if cfg.overrides else "")
+    return measure.timed(measure.prune(0.0, round_to, dict(cfg.overrides)), label)
+
+
 def multiple_by_measurement(measure: CandidateLatency, ratio: float,
                             multiples: tuple[int, ...] = MULTIPLES) -> dict[str, Any]:
     """The channel multiple whose pruning the runtime turns into the most time saved per MAC removed, at pruning
@@ -307,12 +318,14 @@ def multiple_by_measurement(measure: CandidateLatency, ratio: float,
     Saved time per removed MAC, not time per remaining MAC: a small model's fixed cost per operator would make
     the multiple that prunes least look the most efficient. And a multiple too coarse for the model's layers
     (removing less than COARSEST of what the finest removes: 64 on a layer of 96 channels keeps 64 or nothing)
-    is never chosen, however efficient its one cut: a larger ratio could not prune it further."""
-    base = measure(0.0, multiples[0])
+    is never chosen, however efficient its one cut: a larger ratio could not prune it further. With
+    prune.drop_blocks, what each multiple removes and saves is counted from the model with the blocks dropped."""
+    unpruned = measure(0.0, multiples[0])
+    base = depth_baseline(measure, multiples[0]) or {**unpruned, "speedup": 1.0}
     table = [{"round_to": m, **measure(ratio, m)} for m in multiples]
     for row in table:  # latency as timed beside the unpruned artifact, in the unpruned measurement's scale
         removed = (base["macs"] - row["macs"]) / 1e9
-        saved = (1 - row["speedup"]) * base["latency_ms"]
+        saved = (base["speedup"] - row["speedup"]) * unpruned["latency_ms"]
         row["saved_ms_per_gmac"] = round(saved / removed, 4) if removed > 0 else None
     finest = base["macs"] - table[0]["macs"]
     eligible = [row for row in table if row["saved_ms_per_gmac"] is not None

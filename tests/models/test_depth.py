@@ -94,6 +94,36 @@ def test_the_least_distorting_blocks_are_dropped_and_kept_layers_are_not():
     assert choose_blocks(ranked, 2) == [b["block"] for b in ranked[:2]]
 
 
+class PlusOffset(nn.Module):
+    """Input plus a learned tensor (its convolution unused): no branch to drop."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv, self.offset = _conv(c), nn.Parameter(torch.ones(1, c, 1, 1))
+
+    def forward(self, x):
+        return x + self.offset
+
+
+class ReadsItsBlock(nn.Module):
+    """A parent that reads a weight of its residual block: the model cannot run with the block dropped."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.res, self.offset = nn.Conv2d(3, 16, 3, 2, 1), Residual(16), PlusOffset(16)
+        self.head = nn.Conv2d(16, 6, 1)
+
+    def forward(self, x):
+        y = self.offset(self.res(self.stem(x)))
+        return self.head(y * self.res.branch[1].weight.mean()).flatten(2)
+
+
+def test_a_block_the_model_cannot_run_without_and_an_added_tensor_are_not_candidates():
+    model = ReadsItsBlock().eval()
+    assert residual_blocks(model) == ["res"]
+    assert rank_blocks(model, PruningHints(), [], _images()) == []
+
+
 def test_a_block_inside_a_chosen_one_is_not_counted_again():
     ranked = [{"block": "a", "distortion": 0.1}, {"block": "a.m.0", "distortion": 0.2}, {"block": "b", "distortion": 0.3}]
     assert choose_blocks(ranked, 2) == ["a", "b"]

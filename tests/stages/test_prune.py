@@ -121,13 +121,20 @@ def test_small_ratio_keeps_small_layers():
 
 
 def test_pruned_model_round_trips_weights_only(tmp_path):
+    """A channel-pruned reference detector, and one with a residual block dropped too, reload from the file
+    `edgeopt eval` opens (weights_only) with the same outputs."""
+    from edgeopt.models.depth import drop_blocks, residual_blocks
+
     pruned = prune_once(_tiny_reference(), PruneConfig(ratio=0.3), 0.3, 8, 64, None)
-    path = save_detector(pruned, tmp_path / "pruned.pt")
-    data = torch.load(path, weights_only=True)
-    assert "channels" in data
-    loaded = load_detector(path)
+    shallower = prune_once(drop_blocks(_tiny_reference(), residual_blocks(_tiny_reference())[:1]),
+                           PruneConfig(ratio=0.3), 0.3, 8, 64, None)
     x = torch.rand(1, 3, 64, 64)
-    assert torch.equal(loaded(x), pruned(x))
+    for name, model in (("pruned", pruned), ("shallower", shallower)):
+        path = save_detector(model, tmp_path / f"{name}.pt")
+        data = torch.load(path, weights_only=True)
+        assert "channels" in data
+        assert torch.equal(load_detector(path)(x), model(x))
+    assert len(torch.load(tmp_path / "shallower.pt", weights_only=True)["identity"]) == 1
 
 
 def test_taylor_importance_and_distillation_recovery(synth_dataset):

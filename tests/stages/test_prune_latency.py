@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from edgeopt.config.load import load_config
+from edgeopt.config.schema import PruneConfig
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline import run_pipeline
 from edgeopt.stages.prune_latency import (COARSEST, HIGHEST, MAX_ROUNDS, ROUNDS, multiple_by_measurement,
@@ -88,6 +89,7 @@ class _Multiples:
 
     def __init__(self):
         self.artifact = type("A", (), {"describe": lambda self: {"target": "t"}})()
+        self.cfg = PruneConfig()
 
     def __call__(self, ratio, round_to):
         macs = {0.0: 1e9}.get(ratio) or {8: 0.5e9, 16: 0.5e9, 32: 0.65e9, 64: 1e9}[round_to]
@@ -102,6 +104,39 @@ def test_the_multiple_saving_most_time_per_removed_mac_is_chosen_not_the_one_pru
     assert rows[64]["saved_ms_per_gmac"] is None  # removes nothing: never chosen, though fastest per remaining MAC
     assert rows[32]["saved_ms_per_gmac"] > rows[16]["saved_ms_per_gmac"]  # efficient, but too coarse a cut
     assert rows[16]["saved_ms_per_gmac"] == pytest.approx(12.0)  # (11 - 5) ms saved / 0.5 GMAC removed
+
+
+class _MultiplesAfterDroppedBlocks(_Multiples):
+    """prune.drop_blocks took the model from 1 GMAC and 11 ms to 0.6 GMAC and 7 ms; at ratio 0.3 multiples 8 and
+    16 then remove 0.1 GMAC more (16 saving more time), 32 a fifth of that."""
+
+    def __init__(self):
+        super().__init__()
+        self.cfg = PruneConfig(drop_blocks=2)
+
+    def prune(self, ratio, round_to, overrides):
+        assert ratio == 0.0 and overrides == {}
+        return "dropped only"
+
+    def timed(self, student, label):
+        assert student == "dropped only" and "dropped blocks only" in label
+        return {"latency_ms": 7.0, "macs": int(0.6e9), "speedup": 7.0 / 11.0}
+
+    def __call__(self, ratio, round_to):
+        if ratio == 0.0:
+            return {"latency_ms": 11.0, "macs": int(1e9)}
+        macs, ms = {8: (0.5e9, 6.0), 16: (0.5e9, 5.6), 32: (0.58e9, 6.9), 64: (0.6e9, 7.0)}[round_to]
+        return {"latency_ms": ms, "macs": int(macs), "speedup": ms / 11.0}
+
+
+def test_with_dropped_blocks_the_multiples_are_weighed_on_what_they_remove_from_the_shallower_model():
+    """The dropped blocks' time and MACs are the same for every multiple: counted in, they would hide the
+    differences between multiples and let a too coarse one pass as removing enough."""
+    chosen = multiple_by_measurement(_MultiplesAfterDroppedBlocks(), 0.3)
+    rows = {t["round_to"]: t for t in chosen["table"]}
+    assert rows[16]["saved_ms_per_gmac"] == pytest.approx(14.0)  # (7 - 5.6) ms saved / 0.1 GMAC removed
+    assert rows[8]["saved_ms_per_gmac"] == pytest.approx(10.0)
+    assert chosen["round_to"] == 16  # 32 removes a fifth of what 8 does: too coarse, however efficient
 
 
 def test_the_latency_artifact_must_be_configured(tmp_path):

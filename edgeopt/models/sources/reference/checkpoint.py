@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeopt.errors import ModelError, first_line
-from edgeopt.models.checkpoint import channel_spec, load_checkpoint_dict, load_into, plain_state, save_checkpoint
+from edgeopt.models.checkpoint import (channel_spec, identity_modules, load_checkpoint_dict, load_into, plain_state,
+                                      save_checkpoint)
 from edgeopt.models.sources.reference.network import ReferenceConfig, ReferenceDetector
 
 FORMAT = "edgeopt.reference/1"
@@ -17,9 +18,10 @@ def is_reference_checkpoint(data: dict) -> bool:
 
 
 def save_detector(model: ReferenceDetector, path: str | Path) -> Path:
-    """Write ``{"format", "config", "channels", "state_dict"}`` atomically."""
-    return save_checkpoint(path, {"format": FORMAT, "config": model.config.to_dict(),
-                                  "channels": channel_spec(model), "state_dict": plain_state(model)})
+    """Write ``{"format", "config", "channels", "identity", "state_dict"}`` atomically (``identity``: blocks
+    depth pruning dropped)."""
+    return save_checkpoint(path, {"format": FORMAT, "config": model.config.to_dict(), "channels": channel_spec(model),
+                                  "identity": identity_modules(model), "state_dict": plain_state(model)})
 
 
 def load_detector(path: str | Path | None = None) -> ReferenceDetector:
