@@ -158,12 +158,16 @@ class PruneConfig(Strict):
     target_speedup: float | None = Field(None, gt=0.0, lt=1.0, description=(
         "Instead of ratio: prune until the artifact of prune.latency, measured on its device, runs in this fraction "
         "of the unpruned one's latency (0.75: 25% faster)"))
+    target_latency_ms: float | None = Field(None, gt=0.0, description=(
+        "Instead of ratio: prune until the artifact of prune.latency, measured on its device, runs in at most this "
+        "many milliseconds (the unpruned artifact is measured there first; the target becomes the fraction of its "
+        "latency, as target_speedup)"))
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = "l2"
     allocation: Literal["uniform", "global", "latency"] = Field("uniform", description=(
         "uniform: every layer at the ratio; global: the least important channels model-wide; latency: each block "
         "of layers at a ratio proportional to the time it saves per unit of output distortion, measured on the "
-        "artifact of prune.latency (needs target_speedup)"))
+        "artifact of prune.latency (needs target_speedup or target_latency_ms)"))
     round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = Field(None, description=(
         "Channel multiple; default from the quantization plan (8). auto: the multiple (8, 16, 32, 64) "
         "whose pruning saves the artifact of prune.latency the most time per MAC removed, measured on its device"))
@@ -290,18 +294,21 @@ class PipelineConfig(Strict):
             raise ValueError("list at least one target")
         if "benchmark" in self.stages and self.benchmark.map and self.data.validation is None:
             raise ValueError("benchmark.map needs data.validation (a labelled dataset)")
-        if self.prune.target_speedup is not None:
+        if self.prune.target_speedup is not None or self.prune.target_latency_ms is not None:
             self._check_latency_artifact()
         elif self.prune.allocation == "latency":
             raise ValueError("prune.allocation 'latency' scales measured per-block ratios until a latency target is "
-                             "met: it needs prune.target_speedup")
+                             "met: it needs prune.target_speedup or prune.target_latency_ms")
         return self
 
     def _check_latency_artifact(self) -> None:
         """prune.latency names a configured target and one of its precisions (its device is checked once the
     profiles are read)."""
-        if self.prune.target_macs_reduction is not None:
-            raise ValueError("prune: give target_speedup or target_macs_reduction, not both")
+        given = [k for k in ("target_speedup", "target_latency_ms", "target_macs_reduction")
+                 if getattr(self.prune, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"prune: give one of target_speedup, target_latency_ms and target_macs_reduction, not "
+                             f"{' and '.join(given)}")
         latency = self.prune.latency
         names = [t.name for t in self.targets]
         if latency.target is not None and latency.target not in names:

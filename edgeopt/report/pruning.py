@@ -15,6 +15,15 @@ def measured_on(figures: dict[str, Any]) -> str:
     return f"{figures['target']} {figures['precision']} on {figures['device']}, {figures['threads']} thread(s)"
 
 
+def latency_target(latency: dict[str, Any]) -> str:
+    """How the latency target was given: 'prune.target_speedup S', or 'prune.target_latency_ms T (Sx of the
+    unpruned U ms)' with the fraction it was measured to be."""
+    if latency.get("target_latency_ms") is not None:
+        return (f"prune.target_latency_ms {latency['target_latency_ms']:g} ({latency['target_speedup']:g}x of the "
+                f"unpruned {latency['unpruned_ms']:.2f} ms)")
+    return f"prune.target_speedup {latency['target_speedup']:g}"
+
+
 def _saved(value: float | None) -> str:
     return "removes nothing" if value is None else f"{value:.2f}"
 
@@ -50,7 +59,7 @@ def pruning_warnings(report: dict[str, Any] | None, records: list[dict[str, Any]
         low, high = chosen["speedup_range"]
         lines.append(f"timings on {latency['device']} varied between rounds: the chosen ratio's {chosen['rounds']} "
                      f"pairings ranged {low:.2f}-{high:.2f}x of unpruned, too few of them at or below "
-                     f"prune.target_speedup {latency['target_speedup']:g}, so the choice is within the device's "
+                     f"{latency_target(latency)}, so the choice is within the device's "
                      "timing noise (raise prune.latency.runs, or measure on a quieter device)")
     for r in shipped_against_unpruned(report, records):
         what = f"pruned {r['target']} {r['precision']} on {r['device']} ({r['threads']} thread(s))"
@@ -58,7 +67,7 @@ def pruning_warnings(report: dict[str, Any] | None, records: list[dict[str, Any]
             lines.append(f"{what} is slower than unpruned: {r['latency_ms_median']:.2f} ms against "
                          f"{latency['unpruned_ms']:.2f} ms ({r['speedup']:.2f}x)")
         elif r["speedup"] > latency["target_speedup"]:
-            lines.append(f"{what} misses prune.target_speedup {latency['target_speedup']:g} in the benchmark: "
+            lines.append(f"{what} misses {latency_target(latency)} in the benchmark: "
                          f"{r['speedup']:.2f}x of unpruned (the search measured {latency['speedup']:.2f}x)")
     return lines
 
@@ -99,8 +108,8 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
         lines += ["", "(time saved from each candidate's latency relative to the unpruned artifact timed beside it)"]
     latency = report.get("latency")
     if latency:
-        lines += ["", f"The ratio was chosen by measured latency ({measured_on(latency)}) for prune.target_speedup "
-                      f"{latency['target_speedup']:g}"
+        lines += ["", f"The ratio was chosen by measured latency ({measured_on(latency)}) for "
+                      f"{latency_target(latency)}"
                       + (f" (aiming at {latency['aimed_at']:g}, prune.latency.margin below it, for timing noise)"
                          if latency.get("aimed_at", latency["target_speedup"]) != latency["target_speedup"] else "")
                       + f": {latency['unpruned_ms']:.2f} ms unpruned, "

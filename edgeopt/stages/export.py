@@ -28,7 +28,7 @@ from edgeopt.errors import ConfigError, EdgeoptError, ExportError, first_line
 from edgeopt.eval.parity import DEPLOY_DECODER, parity
 from edgeopt.eval.predict import validation_map
 from edgeopt.models.detector import OUTPUT_DESCRIPTIONS, Detector
-from edgeopt.report.pruning import measured_on
+from edgeopt.report.pruning import latency_target, measured_on
 from edgeopt.stages.context import Bundle
 from edgeopt.stages.accuracy import export_to_budget, float_map
 from edgeopt.stages.heads import choose_head
@@ -127,7 +127,7 @@ def pruning_lineage(report: dict[str, Any]) -> dict[str, Any]:
     return {"ratio": report["ratio"], "macs_reduction": report["macs_reduction"], "round_to": report["round_to"],
             "round_to_chosen_by": f"measured on {measured_on(measured)}" if measured else "config",
             "dropped_blocks": report.get("depth", {}).get("dropped", []),
-            "ratio_chosen_by": (f"prune.target_speedup {latency['target_speedup']:g} measured on "
+            "ratio_chosen_by": (f"{latency_target(latency)} measured on "
                                 f"{measured_on(latency)}") if latency else "config"}
 
 

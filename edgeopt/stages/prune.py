@@ -113,7 +113,12 @@ AUTO_RATIO = 0.3  # where round_to: auto compares multiples when the ratio is no
 
 def _measures_latency(cfg: Any) -> bool:
     """True when pruning is driven by measured latency: a speed-up target, or channel multiples chosen by it."""
-    return cfg.target_speedup is not None or cfg.round_to == "auto"
+    return _latency_target(cfg) or cfg.round_to == "auto"
+
+
+def _latency_target(cfg: Any) -> bool:
+    """True when the ratio is chosen by a measured latency target (a speed-up or milliseconds)."""
+    return cfg.target_speedup is not None or cfg.target_latency_ms is not None
 
 
 class PruneStage(Stage):
@@ -137,7 +142,7 @@ class PruneStage(Stage):
 
     @staticmethod
     def _check_latency_artifact(ctx: Any) -> None:
-        """The artifact prune.target_speedup is measured on can be made and run in this run."""
+        """The artifact the latency target (or round_to: auto) is measured on can be made and run in this run."""
         artifact = latency_artifact(ctx)
         needed = {"calibrate", "quantize"} if artifact.precision == "int8" else {"calibrate"}
         if not needed <= set(ctx.config.stages):
@@ -183,20 +188,20 @@ class PruneStage(Stage):
         if _measures_latency(cfg):
             measure = CandidateLatency(ctx, source, self.code(__name__), ctx.console.print)
             if cfg.round_to == "auto":  # the multiple the runtime likes, measured at the configured ratio
-                fixed = cfg.target_speedup is None and cfg.target_macs_reduction is None and cfg.ratio
+                fixed = not _latency_target(cfg) and cfg.target_macs_reduction is None and cfg.ratio
                 extra["round_to_measured"] = multiple_by_measurement(measure, cfg.ratio if fixed else AUTO_RATIO)
                 round_to = extra["round_to_measured"]["round_to"]
             if cfg.allocation == "latency":  # per-block ratios by time saved per unit of distortion, measured
                 measure.allocation = measure_allocation(measure, round_to, ctx.console.print)
                 extra["allocation_measured"] = measure.allocation.describe()
-            if cfg.target_speedup is not None:  # the ratio the latency target needs, measured; then prune at it
+            if _latency_target(cfg):  # the ratio the latency target needs, measured; then prune at it
                 extra["latency"] = ratio_for_speedup(measure, round_to)
                 ratio = extra["latency"]["ratio"]
                 if measure.allocation is not None:  # what each block was pruned at, for the report
                     for block, block_ratio in zip(extra["allocation_measured"]["blocks"],
                                                   measure.allocation.block_ratios(ratio), strict=True):
                         block["ratio"] = block_ratio
-                cfg = cfg.model_copy(update={"ratio": ratio, "target_speedup": None,
+                cfg = cfg.model_copy(update={"ratio": ratio, "target_speedup": None, "target_latency_ms": None,
                                              "overrides": measure.overrides(ratio)})
         prune_detector(source, cfg.model_copy(update={"round_to": round_to}), round_to, ctx.calib, ctx.recovery_set,
                        ctx.validation, out, log=ctx.console.print, extra=extra)

@@ -81,13 +81,15 @@ def aimed_at(target_speedup: float, margin: float) -> float:
 
 
 def search_ratio(measure: Callable[[float], dict[str, Any]], target_speedup: float, margin: float = 0.0,
-                 steps: int = STEPS, highest: float = HIGHEST) -> tuple[float, list[dict[str, Any]]]:
+                 steps: int = STEPS, highest: float = HIGHEST,
+                 target_name: str | None = None) -> tuple[float, list[dict[str, Any]]]:
     """The smallest ratio (to the bisection's resolution) whose measured latency is at most ``target_speedup``
     times the unpruned one's, less the ``margin`` fraction, and every measurement made (``measure(ratio)``
     returns ``latency_ms``, ``macs`` and, for a pruned ratio, ``speedup`` if it timed the unpruned artifact
     beside it).
 
-    Raises ConfigError, with the measurements, when even ``highest`` misses the target."""
+    Raises ConfigError, with the measurements, when even ``highest`` misses the target (``target_name``: how the
+    message names it, default ``prune.target_speedup <target_speedup>``)."""
     aim = aimed_at(target_speedup, margin)
     base = measure(0.0)
     table = [{"ratio": 0.0, **base, "speedup": 1.0}]
@@ -104,7 +106,8 @@ def search_ratio(measure: Callable[[float], dict[str, Any]], target_speedup: flo
     if best is None:
         measured = ", ".join(f"ratio {r['ratio']:.3f}: {r['speedup']:.2f}x" for r in table[1:])
         aiming = f" (aiming at {aim:g}, prune.latency.margin below it)" if aim != target_speedup else ""
-        raise ConfigError(f"prune.target_speedup {target_speedup:g}{aiming} is not met up to ratio {lo:.3f} "
+        named = target_name or f"prune.target_speedup {target_speedup:g}"
+        raise ConfigError(f"{named}{aiming} is not met up to ratio {lo:.3f} "
                           f"(measured {measured})",
                           hint="raise target_speedup, shrink prune.ignored, or prune for another target")
     return best, sorted(table, key=lambda r: r["ratio"])
@@ -227,8 +230,8 @@ class CandidateLatency:
         self.cfg = ctx.config.prune
         self.allocation: Any = None  # with prune.allocation 'latency': per-layer ratios for a mean ratio
         self.artifact = latency_artifact(ctx)
-        settings = self.cfg.model_dump(exclude={"ratio", "round_to", "target_speedup", "target_macs_reduction",
-                                                "recovery", "latency"})
+        settings = self.cfg.model_dump(exclude={"ratio", "round_to", "target_speedup", "target_latency_ms",
+                                                "target_macs_reduction", "recovery", "latency"})
         device_info = {k: v for k, v in ctx.device_infos.get(self.artifact.device.name, {}).items() if k != "name"}
         int8 = ctx.plan is not None and self.artifact.precision == "int8"
         self.key = (settings, source.key, ctx.detector.key, self.artifact.describe(), self.artifact.runs,
@@ -283,16 +286,36 @@ class CandidateLatency:
         return figures
 
 
+def speedup_target(measure: CandidateLatency, round_to: int) -> float:
+    """prune.target_speedup, or prune.target_latency_ms as a fraction of the unpruned artifact's latency measured
+    on the device (its fastest round, as every candidate's).
+
+    Raises ConfigError when the unpruned artifact already runs within target_latency_ms: nothing to prune for."""
+    cfg = measure.cfg
+    if cfg.target_latency_ms is None:
+        return cfg.target_speedup
+    unpruned_ms = measure(0.0, round_to)["latency_ms"]
+    if cfg.target_latency_ms >= unpruned_ms:
+        a = measure.artifact
+        raise ConfigError(f"prune.target_latency_ms {cfg.target_latency_ms:g}: the unpruned {a.target.name} "
+                          f"{a.precision} artifact already runs in {unpruned_ms:.2f} ms on {a.device.name}",
+                          hint="lower prune.target_latency_ms, or drop 'prune' from stages")
+    return round(cfg.target_latency_ms / unpruned_ms, 4)
+
+
 def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any]:
     """Bisect the pruning ratio against measured latency, aiming prune.latency.margin below the target; the ratio
     chosen, the artifact, the unpruned latency and the table, for prune.json."""
-    target = measure.cfg.target_speedup
+    target = speedup_target(measure, round_to)
     margin = measure.cfg.latency.margin
     aim = aimed_at(target, margin)
-    ratio, table = search_ratio(lambda r: measure(r, round_to, aim), target, margin)
+    in_ms = measure.cfg.target_latency_ms
+    ratio, table = search_ratio(lambda r: measure(r, round_to, aim), target, margin, target_name=(
+        f"prune.target_latency_ms {in_ms:g} ({target:g}x of the unpruned artifact)" if in_ms else None))
     chosen = next(r for r in table if r["ratio"] == ratio)
     rounds = chosen.get("round_speedups")  # none for the unpruned model, nor in a measurement cached before them
-    return {**measure.artifact.describe(), "target_speedup": target, "aimed_at": aim, "ratio": ratio,
+    return {**measure.artifact.describe(), "target_speedup": target, "target_latency_ms": in_ms, "aimed_at": aim,
+            "ratio": ratio,
             "unpruned_ms": table[0]["latency_ms"], "pruned_ms": chosen["latency_ms"],
             "speedup": chosen["speedup"], "settled": None if rounds is None else settled_below(rounds, target),
             "table": table}

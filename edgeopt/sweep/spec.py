@@ -126,10 +126,13 @@ def expand(section: SweepSection, base: dict[str, Any], source: Path) -> list[Po
 
 
 def _drop_noop_prune(data: dict[str, Any]) -> None:
-    """A prune ratio of 0 is the unpruned model: the point runs without the prune stage (no recovery either)."""
+    """A prune ratio of 0 is the unpruned model: the point runs without the prune stage (no recovery either),
+    unless something else prunes it (per-layer overrides, dropped blocks, a latency target)."""
     prune = data.get("prune") or {}
     if prune.get("target_macs_reduction") == 0:
         prune.update(target_macs_reduction=None, ratio=0)
-    if prune.get("ratio") == 0 and not prune.get("target_macs_reduction") and not prune.get("overrides"):
+    pruned_otherwise = any(prune.get(k) for k in ("target_macs_reduction", "overrides", "drop_blocks",
+                                                   "target_speedup", "target_latency_ms"))
+    if prune.get("ratio") == 0 and not pruned_otherwise:
         stages = data.get("stages") or PipelineConfig.model_fields["stages"].default_factory()
         data["stages"] = [s for s in stages if s != "prune"]

@@ -144,9 +144,13 @@ def test_the_latency_artifact_must_be_configured(tmp_path):
     base["stages"] = ["calibrate", "quantize", "prune", "export"]
     for latency, message in (({"target": "ncnn"}, "prune.latency.target 'ncnn' is not a configured target"),
                              ({"precision": "fp16"}, "prune.latency.precision 'fp16' is not configured")):
-        (tmp_path / "c.yaml").write_text(yaml.safe_dump({**base, "prune": {"target_speedup": 0.8, "latency": latency}}))
-        with pytest.raises(ConfigError, match=message):
-            load_config(tmp_path / "c.yaml")
+        for target in ({"target_speedup": 0.8}, {"target_latency_ms": 5.0}):
+            (tmp_path / "c.yaml").write_text(yaml.safe_dump({**base, "prune": {**target, "latency": latency}}))
+            with pytest.raises(ConfigError, match=message):
+                load_config(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({**base, "prune": {"target_speedup": 0.8, "target_latency_ms": 5}}))
+    with pytest.raises(ConfigError, match="not target_speedup and target_latency_ms"):
+        load_config(tmp_path / "c.yaml")
 
 
 def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_checks_them(tmp_path):
@@ -202,3 +206,19 @@ def test_the_ratio_and_multiple_are_measured_on_the_runtime_and_the_benchmark_ch
     again = run_pipeline(load_config(cfg))
     assert again.cache_misses == [] and again.run_info["prune"]["latency"] == latency
     assert json.loads((tmp_path / "run" / "results.json").read_text())["run"]["prune"]["latency"] == latency
+    # the same target in milliseconds: 0.8 of the unpruned latency measured; the same measurements, the same ratio
+    in_ms = round(table[0]["latency_ms"] * 0.8, 4)
+    ms_cfg = write_config(tmp_path, model={"source": "reference", "input_size": 160},
+                          stages=["calibrate", "quantize", "prune", "export", "benchmark"],
+                          prune={"target_latency_ms": in_ms, "round_to": "auto",
+                                 "latency": {"precision": "int8", "runs": 20}, "recovery": {"mode": "none"}})
+    by_ms = run_pipeline(load_config(ms_cfg)).run_info["prune"]["latency"]
+    assert by_ms["target_latency_ms"] == in_ms and by_ms["target_speedup"] == pytest.approx(0.8, abs=1e-4)
+    assert by_ms["ratio"] == latency["ratio"] and by_ms["table"] == table
+    assert f"for prune.target_latency_ms {in_ms:g} (0.8x of the unpruned" in (tmp_path / "run" / "report.md").read_text()
+    fast_enough = yaml.safe_load(ms_cfg.read_text())
+    fast_enough["prune"]["target_latency_ms"] = round(table[0]["latency_ms"] * 10, 3)
+    ms_cfg.write_text(yaml.safe_dump(fast_enough))
+    with pytest.raises(ConfigError, match="already runs in") as info:
+        run_pipeline(load_config(ms_cfg))
+    assert "lower prune.target_latency_ms" in str(info.value.hint)

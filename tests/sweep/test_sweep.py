@@ -214,6 +214,16 @@ def test_a_bad_axis_value_names_the_point(tmp_path):
     assert "axes" in str(info.value.hint)
 
 
+def test_a_zero_ratio_point_skips_pruning_only_when_nothing_else_prunes(tmp_path):
+    """prune.ratio 0 is the unpruned model, unless dropped blocks (or overrides, a target) still prune it."""
+    data = yaml.safe_load(write_config(tmp_path, stages=["calibrate", "quantize", "prune", "export"]).read_text())
+    data["sweep"] = {"axes": {"prune.ratio": [0, 0.2], "prune.drop_blocks": [0, 2]}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    stages = {(p.values["prune.ratio"], p.values["prune.drop_blocks"]): p.config.stages for p in expand(*read_sweep(path))}
+    assert [key for key, s in stages.items() if "prune" not in s] == [(0, 0)]
+
+
 def test_an_unknown_axis_key_is_named_with_a_suggestion(tmp_path):
     base = write_config(tmp_path)
     data = yaml.safe_load(base.read_text()) | {"sweep": {"axes": {"quantize.methd": ["minmax"]}}}
