@@ -24,8 +24,10 @@ def load_device(spec: str, search: Path = Path("devices")) -> Device:
     if not path.is_file():
         if spec == "local":
             return DEVICES.create("local")
-        known = ["local"] + sorted(p.stem for p in search.glob("*.yaml")) if search.is_dir() else ["local"]
-        raise ConfigError(f"device profile not found: {spec}", hint=did_you_mean(spec, known) or f"devices: {', '.join(known)}")
+        known = sorted({"local", *(p.stem for p in search.glob("*.yaml"))}) if search.is_dir() else ["local"]
+        raise ConfigError(f"device profile not found: {spec}", hint=did_you_mean(spec, known) or (
+            f"devices: {', '.join(known)}; describe a board in {search / (path.stem + '.yaml')} (host, user; "
+            "see the README's 'Benchmark on your Raspberry Pi')"))
     try:
         profile = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

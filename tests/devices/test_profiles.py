@@ -32,6 +32,9 @@ def test_a_misspelt_profile_name_suggests_the_right_one(tmp_path):
     with pytest.raises(ConfigError, match="device profile not found: pi4") as info:
         load_device("pi4", tmp_path)
     assert "pi5" in str(info.value.hint)
+    with pytest.raises(ConfigError, match="device profile not found: jetson") as info:
+        load_device("jetson", tmp_path)
+    assert str(info.value.hint).startswith("devices: local, pi5; describe a board in")  # each name once
 
 
 @pytest.mark.parametrize("text, needle", [("kind: sattelite\n", "unknown kind 'sattelite'"),
