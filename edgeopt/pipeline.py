@@ -243,6 +243,7 @@ def _bundle_row(ctx: RunContext, bundle: Bundle, device: Device, threads: int) -
                      map50=bench["device_map50"])
     if bench is not None:
         row.update(bench)
+        row.update(ctx.beside.get((bundle.path.name, device.name, threads)) or {})  # against the unpruned twin
         if "profile" in bench:  # the top operators and totals (the whole list stays in the benchmark's bench.json)
             label = f"{bundle.target.name} {bundle.precision}"
             row["profile"] = Profile.from_figures(label, bench).summary(PROFILE_TOP)

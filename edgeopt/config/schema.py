@@ -256,6 +256,10 @@ class BenchmarkConfig(Strict):
                                                    "pushed once; detections scored here): the device's own kernels")
     profile: bool = Field(False, description="Also time each operator with the runtime's own profiler (after the "
                                              "latency runs): top operators per row in the report, int8 vs fp32")
+    unpruned_twin: bool = Field(True, description=(
+        "With the prune stage: each pruned bundle is timed in alternation with its unpruned twin (the same "
+        "config's bundle of the unpruned model, exported once and cached, never shipped) on every device, so each "
+        "row says what pruning bought there (x_unpruned); one slower than its twin is said"))
 
 
 class PipelineConfig(Strict):

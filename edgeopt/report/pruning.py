@@ -28,19 +28,32 @@ def _saved(value: float | None) -> str:
     return "removes nothing" if value is None else f"{value:.2f}"
 
 
+def _latency_artifact(latency: dict[str, Any], r: dict[str, Any]) -> bool:
+    """Whether row ``r`` is the artifact the latency target was measured on (target, precision, device, threads)."""
+    return (r.get("target"), r.get("precision"), r.get("device"), r.get("threads")) == (
+        latency["target"], latency["precision"], latency["device"], latency["threads"])
+
+
+def against_unpruned(report: dict[str, Any], r: dict[str, Any]) -> float | None:
+    """Row ``r``'s latency as a fraction of the unpruned artifact's on its device: the median round of the two
+    timed in alternation by the benchmark (``x_unpruned``, with benchmark.unpruned_twin), else, for the latency
+    target's artifact, its median over the search's unpruned figure; None when neither was measured."""
+    if r.get("x_unpruned") is not None:
+        return r["x_unpruned"]
+    latency = report.get("latency")
+    if latency and _latency_artifact(latency, r) and r.get("latency_ms_median") is not None:
+        return r["latency_ms_median"] / latency["unpruned_ms"]
+    return None
+
+
 def shipped_against_unpruned(report: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The benchmarked rows of the artifact the latency target was set on (target, precision, device, threads),
-    each with its latency as a fraction of the unpruned artifact's, measured on the same device."""
+    """The benchmarked rows of the artifact the latency target was set on, each with its ``speedup`` against
+    the unpruned artifact on the same device (:func:`against_unpruned`)."""
     latency = report.get("latency")
     if not latency:
         return []
-    rows = []
-    for r in records:
-        same = (r.get("target"), r.get("precision"), r.get("device"), r.get("threads")) == (
-            latency["target"], latency["precision"], latency["device"], latency["threads"])
-        if same and r.get("latency_ms_median") is not None:
-            rows.append({**r, "speedup": r["latency_ms_median"] / latency["unpruned_ms"]})
-    return rows
+    return [{**r, "speedup": against_unpruned(report, r)} for r in records
+            if _latency_artifact(latency, r) and against_unpruned(report, r) is not None]
 
 
 def _range(pair: list[float] | None) -> str:
@@ -48,27 +61,33 @@ def _range(pair: list[float] | None) -> str:
 
 
 def pruning_warnings(report: dict[str, Any] | None, records: list[dict[str, Any]]) -> list[str]:
-    """A line for every shipped-artifact measurement that misses the latency target or is slower than unpruned,
-    and one when the search's own rounds of the chosen candidate did not settle below the target (fewer than 3 in 4
-    at or below it: the device's timing noise is as large as the decision)."""
-    if not report or not report.get("latency"):
+    """A line for every pruned artifact measured slower than its unpruned twin, one for each measurement of the
+    latency target's artifact that misses the target, and one when the search's own rounds of the chosen
+    candidate did not settle below the target (fewer than 3 in 4 at or below it: the device's timing noise is as
+    large as the decision)."""
+    if not report:
         return []
-    latency, lines = report["latency"], []
-    chosen = next((t for t in latency["table"] if t["ratio"] == latency["ratio"]), {})
-    if latency.get("settled") is False:
+    latency, lines = report.get("latency"), []
+    if latency and latency.get("settled") is False:
+        chosen = next((t for t in latency["table"] if t["ratio"] == latency["ratio"]), {})
         low, high = chosen["speedup_range"]
         lines.append(f"timings on {latency['device']} varied between rounds: the chosen ratio's {chosen['rounds']} "
                      f"pairings ranged {low:.2f}-{high:.2f}x of unpruned, too few of them at or below "
                      f"{latency_target(latency)}, so the choice is within the device's "
                      "timing noise (raise prune.latency.runs, or measure on a quieter device)")
-    for r in shipped_against_unpruned(report, records):
+    for r in records:
+        ratio = against_unpruned(report, r)
+        if ratio is None or r.get("status") == "reference":
+            continue
         what = f"pruned {r['target']} {r['precision']} on {r['device']} ({r['threads']} thread(s))"
-        if r["speedup"] >= 1.0:
-            lines.append(f"{what} is slower than unpruned: {r['latency_ms_median']:.2f} ms against "
-                         f"{latency['unpruned_ms']:.2f} ms ({r['speedup']:.2f}x)")
-        elif r["speedup"] > latency["target_speedup"]:
+        if ratio >= 1.0:
+            twin = r.get("x_unpruned") is not None
+            unpruned_ms = r["unpruned_latency_ms"] if twin else latency["unpruned_ms"]
+            lines.append(f"{what} is slower than {'its unpruned twin timed beside it' if twin else 'unpruned'}: "
+                         f"{r['latency_ms_median']:.2f} ms against {unpruned_ms:.2f} ms ({ratio:.2f}x)")
+        elif latency and _latency_artifact(latency, r) and ratio > latency["target_speedup"]:
             lines.append(f"{what} misses {latency_target(latency)} in the benchmark: "
-                         f"{r['speedup']:.2f}x of unpruned (the search measured {latency['speedup']:.2f}x)")
+                         f"{ratio:.2f}x of unpruned (the search measured {latency['speedup']:.2f}x)")
     return lines
 
 
@@ -123,7 +142,23 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
             lines += ["", "Measured again by the benchmark stage (recovered weights, same channel counts): "
                       + "; ".join(f"{r['latency_ms_median']:.2f} ms ({r['speedup']:.2f}x of unpruned)" for r in shipped)
                       + "."]
-        lines += [f"- **{w}**" for w in pruning_warnings(report, records)]
+    lines += _twin_lines(records)
+    lines += [f"- **{w}**" for w in pruning_warnings(report, records)]
+    return lines
+
+
+def _twin_lines(records: list[dict[str, Any]]) -> list[str]:
+    """What pruning bought on each device: every pruned row timed in alternation with its unpruned twin."""
+    rows = [r for r in records if r.get("x_unpruned") is not None]
+    if not rows:
+        return []
+    lines = ["", "What pruning bought where each artifact runs: the pruned bundle and the same config's unpruned "
+                 "bundle timed in alternation (benchmark.unpruned_twin; median of the rounds' ratios).", "",
+             "| target | precision | device | threads | pruned ms | unpruned ms | x unpruned | rounds' range |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['target']} | {r['precision']} | {r['device']} | {r['threads']} | {r['latency_ms_median']:.2f} | "
+              f"{r['unpruned_latency_ms']:.2f} | {r['x_unpruned']:.2f} | {_range(r.get('x_unpruned_range'))} |"
+              for r in rows]
     return lines
 
 

@@ -17,7 +17,7 @@ PROFILE_TOP = 10  # operators per profiled row in results.json and report.md
 
 PARITY_COLUMNS = ("score_cosine", "score_max_abs", "box_max_abs", "box_agreement", "boxes_compared")
 COLUMNS = ("target", "precision", "head", "device", "status", "latency_ms_median", "latency_ms_p90", "latency_ms_min",
-           "threads", "emulated", "throttled", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop",
+           "unpruned_latency_ms", "x_unpruned", "threads", "emulated", "throttled", "peak_rss_mb", "size_bytes", "map50_95", "map50", "map50_95_drop",
            "host_map50_95",
            *(f"parity_{name}" for name in PARITY_COLUMNS), "reason", "artifact")
 
@@ -38,6 +38,9 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
                           ("p90 ms", "right"), ("size MB", "right"), ("RSS MB", "right"), ("mAP50-95", "right"),
                           ("mAP50", "right"), ("drop (pt)", "right"), ("score cos.", "right"), ("box agr.", "right")):
         table.add_column(name, justify=justify)
+    twins = any(r.get("x_unpruned") is not None for r in records)
+    if twins:  # pruned rows timed beside their unpruned twins
+        table.add_column("x unpr.", justify="right")
     for r in records:
         status = {"passed": "[green]passed[/]", "failed": "[red]failed[/]",
                   "skipped": "[yellow]skipped[/]",
@@ -50,7 +53,7 @@ def results_table(records: list[dict[str, Any]], title: str) -> Table:
                       _fmt(r["size_bytes"] / 1e6) if r.get("size_bytes") else "-", _fmt(r.get("peak_rss_mb"), 0),
                       _fmt(r.get("map50_95"), 4), _fmt(r.get("map50"), 4),
                       _fmt(drop * 100 if drop is not None else None), _fmt(r.get("parity_score_cosine"), 5),
-                      _fmt(r.get("parity_box_agreement"), 3))
+                      _fmt(r.get("parity_box_agreement"), 3), *([_fmt(r.get("x_unpruned"))] if twins else []))
     return table
 
 

@@ -10,6 +10,7 @@ thread count and scored by the same decoder.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgeopt.bundle.decode import DecoderConfig, Detections
 from edgeopt.config.schema import BenchmarkConfig
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Device, Stage
+from edgeopt.core.paired_timing import paired_speedup, speedup_range, time_beside, timing_window
 from edgeopt.core.progress import progress_bar
 from edgeopt.data.dataset import DetectionDataset
 from edgeopt.devices import device_identity
@@ -43,6 +45,16 @@ class Accuracy:
     """Work item: a bundle's mAP on the validation set, here, through the runner code it ships."""
 
     bundle: Bundle
+
+
+@dataclass(frozen=True)
+class Beside:
+    """Work item: a pruned bundle and its unpruned twin timed in alternation on one device at one thread count."""
+
+    bundle: Bundle
+    twin: Bundle
+    device: Device
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -83,11 +95,7 @@ def bench_artifact(bundle: Bundle, device: Device, threads: int, cfg: BenchmarkC
                    validation: DetectionDataset | None, out_dir: Path) -> dict[str, Any]:
     """Latency/RSS via the bundle's own ``run.py`` on ``device`` after its checksums were verified there; with
     ``map_on_device``, its mAP from detections made on the device (scored here)."""
-    device.push(bundle.path)
-    changed = device.verify(bundle.path)
-    if changed:
-        raise DeviceError(f"bundle {bundle.path.name} differs from its manifest on {device.name}: {', '.join(changed)}",
-                          hint="re-run to push it again; never benchmark a bundle that is not what was verified")
+    _pushed(bundle, device)
     record: dict[str, Any] = dict(device.bench(bundle.path, threads, cfg.warmup, cfg.runs, profile=cfg.profile))
     detect = getattr(device, "detect", None)
     if cfg.map and cfg.map_on_device and validation is not None and detect is not None:
@@ -98,6 +106,35 @@ def bench_artifact(bundle: Bundle, device: Device, threads: int, cfg: BenchmarkC
         record.update(device_map50_95=metrics["map50_95"], device_map50=metrics["map50"],
                       device_box_agreement=agreement_with_host(bundle, validation, detections))
     (out_dir / "bench.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def _pushed(bundle: Bundle, device: Device) -> None:
+    """``bundle`` on ``device``, its checksums verified there."""
+    device.push(bundle.path)
+    changed = device.verify(bundle.path)
+    if changed:
+        raise DeviceError(f"bundle {bundle.path.name} differs from its manifest on {device.name}: {', '.join(changed)}",
+                          hint="re-run to push it again; never benchmark a bundle that is not what was verified")
+
+
+def bench_beside_twin(bundle: Bundle, twin: Bundle, device: Device, threads: int, runs: int,
+                      out_dir: Path) -> dict[str, Any]:
+    """The pruned ``bundle``'s latency as a fraction of its unpruned ``twin``'s on ``device``: the two timed in
+    alternation (each round back to back, so a slow spell of the device slows both), more rounds while they
+    disagree on which side of 1.0 the pair lies. ``x_unpruned``: the rounds' median ratio."""
+    for b in (bundle, twin):
+        _pushed(b, device)
+
+    def bench(path: Path, window: tuple[int, int]) -> float:
+        return device.bench(path, threads, *window)["latency_ms_median"]
+
+    window = timing_window(bench(twin.path, (5, 10)), runs)
+    mine, theirs = time_beside(lambda path: bench(path, window), bundle.path, twin.path, aim=1.0)
+    record = {"unpruned_latency_ms": round(statistics.median(theirs), 4),
+              "x_unpruned": round(paired_speedup(mine, theirs), 4),
+              "x_unpruned_range": speedup_range(mine, theirs), "x_unpruned_rounds": len(mine)}
+    (out_dir / "beside.json").write_text(json.dumps(record, indent=2))
     return record
 
 
@@ -138,7 +175,7 @@ def bench_reference(detector: Detector, cfg: BenchmarkConfig, out_dir: Path,
     return record
 
 
-Item = Accuracy | Timing | None  # None: the reference
+Item = Accuracy | Timing | Beside | None  # None: the reference
 
 
 class BenchmarkStage(Stage):
@@ -154,9 +191,10 @@ class BenchmarkStage(Stage):
 
     def items(self, ctx: Any) -> list[Item]:
         scored = ctx.config.benchmark.map and ctx.validation is not None
-        return [None, *(Accuracy(b) for b in ctx.bundles if scored),
-                *(Timing(b, d, t) for b in ctx.bundles for d in ctx.devices for t in ctx.thread_counts(d)
-                  if not ctx.missing_runtime(b.target.name, d))]
+        timed = [(b, d, t) for b in ctx.bundles for d in ctx.devices for t in ctx.thread_counts(d)
+                 if not ctx.missing_runtime(b.target.name, d)]
+        return [None, *(Accuracy(b) for b in ctx.bundles if scored), *(Timing(b, d, t) for b, d, t in timed),
+                *(Beside(b, ctx.twins[b.path.name], d, t) for b, d, t in timed if b.path.name in ctx.twins)]
 
     def key(self, ctx: Any, item: Item) -> str:
         bcfg = ctx.config.benchmark.model_dump(exclude={"profile"})  # only the timings of bundles record it
@@ -166,6 +204,9 @@ class BenchmarkStage(Stage):
         if isinstance(item, Accuracy):
             return stable_hash("accuracy", item.bundle.path.name, bcfg["threads"], ctx.data_key, self.code(__name__))
         info = device_identity(ctx.device_infos[item.device.name], item.bundle.target.name)
+        if isinstance(item, Beside):
+            return stable_hash("beside", item.bundle.path.name, item.twin.path.name, bcfg["runs"], item.threads,
+                               info, item.device.fingerprint, self.code(__name__, type(item.device).__module__))
         map_there = bcfg["map"] and bcfg["map_on_device"]
         timing = {k: bcfg[k] for k in ("warmup", "runs")}
         if ctx.config.benchmark.profile:  # a key of its own; without it, keys stay those of earlier runs
@@ -188,6 +229,11 @@ class BenchmarkStage(Stage):
             images = 0 if searched_figures(b) else len(ctx.validation)
             with progress_bar(ctx.console, f"mAP: {b.target.name} {b.precision}", images) as advance:
                 host_map(b, bcfg, ctx.validation, out, advance)
+        elif isinstance(item, Beside):
+            b = item.bundle
+            with ctx.console.status(f"benchmark: pruned {b.target.name} {b.precision} beside its unpruned twin on "
+                                    f"{item.device.name}, {item.threads} thread(s)"):
+                bench_beside_twin(b, item.twin, item.device, item.threads, bcfg.runs, out)
         else:
             b = item.bundle
             with ctx.console.status(f"benchmark: {b.target.name} {b.precision} on {item.device.name}, "
@@ -199,6 +245,9 @@ class BenchmarkStage(Stage):
             ctx.reference = json.loads((out / "bench.json").read_text())
         elif isinstance(item, Accuracy):
             ctx.accuracy[item.bundle.path.name] = json.loads((out / "accuracy.json").read_text())
+        elif isinstance(item, Beside):
+            ctx.beside[(item.bundle.path.name, item.device.name, item.threads)] = \
+                json.loads((out / "beside.json").read_text())
         else:
             key = (item.bundle.path.name, item.device.name, item.threads)
             ctx.bench[key] = json.loads((out / "bench.json").read_text())

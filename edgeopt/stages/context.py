@@ -55,6 +55,8 @@ class RunContext:
     reference: dict[str, Any] | None = None
     accuracy: dict[str, dict[str, Any]] = field(default_factory=dict)  # bundle cache key -> mAP figures (here)
     bench: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # (bundle key, device, threads)
+    twins: dict[str, Bundle] = field(default_factory=dict)  # pruned bundle key -> the unpruned model's bundle
+    beside: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)  # a pruned bundle vs its twin
 
     @property
     def device_names(self) -> str:

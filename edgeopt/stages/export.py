@@ -147,12 +147,19 @@ class ExportItem:
     detector: Detector
     head: dict[str, Any]
     precision: str
+    unpruned_twin: bool = False  # the unpruned model's bundle a pruned one is timed beside (never shipped)
 
 
 def usable_cores() -> int:
     """The cores this process may run on (the int8 search measures mAP on all of them); ``os.sched_getaffinity``
     is Linux-only."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _wants_twins(ctx: Any) -> bool:
+    """Whether pruned bundles get an unpruned twin to be timed beside (benchmark.unpruned_twin)."""
+    return (ctx.prune_report is not None and ctx.config.benchmark.unpruned_twin
+            and "benchmark" in ctx.config.stages)
 
 
 class ExportStage(Stage):
@@ -199,6 +206,7 @@ class ExportStage(Stage):
                            (budget, ctx.data_key) if budget is not None else None, ctx.versions, code)
 
     def execute(self, ctx: Any) -> None:
+        twin_head = choose_head(ctx, ctx.original) if _wants_twins(ctx) else None  # (cached figures)
         for item in self.items(ctx):
             row = {"target": item.target.name, "precision": item.precision, "device": ctx.device_names}
             skip = item.target.precision_unsupported(item.precision)
@@ -217,6 +225,26 @@ class ExportStage(Stage):
                 ctx.console.print(f"[red]export failed[/] {item.target.name} {item.precision}: {escape(str(exc))}")
                 continue
             self.load(ctx, item, path)
+            if _wants_twins(ctx):
+                self._export_twin(ctx, item, path.name, twin_head)
+
+    def _export_twin(self, ctx: Any, item: ExportItem, pruned_key: str, choice: dict[str, Any] | None) -> None:
+        """The bundle a run without the prune stage would export for ``item``'s target and precision (its head
+        ``choice``, the same int8 search), for the benchmark stage to time beside the pruned bundle
+        ``pruned_key``. A twin that fails to export only leaves that row without the comparison."""
+        caps = item.target.capabilities
+        variant, head = ctx.original.for_heads(caps.heads, caps.refusals.get("end2end"), choice)
+        twin = replace(item, detector=variant, head=head, unpruned_twin=True)
+        key = self.key(ctx, twin)
+        self._drop_if_changed(ctx, key)
+        try:
+            with ctx.console.status(f"export: {item.target.name} {item.precision}, the unpruned twin"):
+                path = ctx.cache.build(self.name, key, lambda d: self.run(ctx, twin, d))
+        except ExportError as exc:
+            ctx.console.print(f"[yellow]the unpruned twin of {item.target.name} {item.precision} did not export "
+                              f"({escape(str(exc))}): that row is not timed beside it[/]")
+            return
+        ctx.twins[pruned_key] = Bundle(item.target, item.precision, path, read_manifest(path))
 
     def _drop_if_changed(self, ctx: Any, key: str) -> None:
         """A cached bundle whose files differ from its manifest is never reused: it is rebuilt."""
@@ -228,9 +256,10 @@ class ExportStage(Stage):
             shutil.rmtree(cached)
 
     def run(self, ctx: Any, item: ExportItem, out: Path) -> None:
+        pruned = ctx.prune_report and not item.unpruned_twin
         lineage = {"config_hash": ctx.config_hash, "model": item.detector.source, "model_key": item.detector.key,
                    "calibration_key": ctx.calib_key, "versions": ctx.versions,
-                   **({"pruning": pruning_lineage(ctx.prune_report)} if ctx.prune_report else {})}
+                   **({"pruning": pruning_lineage(ctx.prune_report)} if pruned else {})}
 
         def export(plan: Any) -> Manifest:
             return export_bundle(item.target, item.detector, item.precision, plan, ctx.calib, out,

@@ -15,9 +15,7 @@ re-run or another target speedup reuses them.
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,8 @@ import torch
 
 from edgeopt.core.cache import stable_hash
 from edgeopt.core.contracts import Device, Target
+from edgeopt.core.paired_timing import (paired_speedup, round_ratios, settled_below, speedup_range, time_beside,
+                                        timing_window)
 from edgeopt.errors import ConfigError
 from edgeopt.models.checkpoint import load_pruned, save_pruned
 from edgeopt.models.detector import Detector
@@ -36,11 +36,6 @@ from edgeopt.stages.export import export_bundle, export_code
 STEPS = 6  # bisection steps over [0, HIGHEST]: the chosen ratio is within 0.015 of the smallest that meets it
 HIGHEST = 0.9
 MULTIPLES = (8, 16, 32, 64)  # channel multiples prune.round_to: auto measures
-ROUNDS = 5  # alternations of unpruned and candidate timings per candidate (the median pair's ratio is used)
-MAX_ROUNDS = 15  # while the rounds disagree on which side of the search's aim a candidate lies, up to this many
-AGREEING = 0.75  # the share of rounds on the median's side of the aim that settles a candidate
-WARMUP_S = 0.2  # seconds of warm-up before each timing: one runtime ran the first ~50 calls of a 2 ms model 15% slower
-ROUND_S = 0.5  # seconds per timing, at least: 10 calls of a 2 ms model time mostly warm-up and jitter
 TIE = 0.03  # a larger multiple is chosen only when it saves at least this much more per MAC (timing noise)
 COARSEST = 0.8  # a multiple must remove at least this share of the MACs the finest one removes at the ratio
 
@@ -120,58 +115,6 @@ def _shipped(ctx: Any, source: Detector, student: Any, scratch: Path) -> Detecto
     save_pruned(student, scratch / "candidate.pt")  # the pruned structure at the exported input size
     module = load_pruned(scratch / "candidate.pt", ctx.detector.module, ctx.detector.pruning.normalize)
     return ctx.detector.with_module(module, "latency candidate")
-
-
-def timing_window(latency_ms: float, runs: int) -> tuple[int, int]:
-    """Warm-up calls and timed calls for an artifact of about ``latency_ms``: at least WARMUP_S and ROUND_S
-    seconds, and at least ``runs`` timed calls."""
-    return max(10, math.ceil(WARMUP_S * 1000 / latency_ms)), max(runs, math.ceil(ROUND_S * 1000 / latency_ms))
-
-
-def time_beside(bench: Callable[[Path], float], bundle: Path, unpruned: Path,
-                aim: float | None = None) -> tuple[list[float], list[float]]:
-    """Median latencies of ``bundle`` and ``unpruned``, timed in alternation by ``bench`` for ROUNDS rounds, and
-    with the search's ``aim`` more rounds (up to MAX_ROUNDS) while they leave the candidate's side of it open."""
-    mine: list[float] = []
-    theirs: list[float] = []
-    while len(mine) < ROUNDS or (aim is not None and len(mine) < MAX_ROUNDS and undecided(mine, theirs, aim)):
-        theirs.append(bench(unpruned))
-        mine.append(bench(bundle))
-    return mine, theirs
-
-
-def undecided(mine: list[float], theirs: list[float], aim: float) -> bool:
-    """Whether fewer than AGREEING of the rounds' ratios lie on the median's side of ``aim``: on a noisy device
-    (rounds of one candidate ranged 0.50-1.10x on a shared VM) the bisection's step would be a coin toss."""
-    ratios = round_ratios(mine, theirs)
-    below = statistics.median(ratios) <= aim
-    return sum((r <= aim) == below for r in ratios) < AGREEING * len(ratios)
-
-
-def round_ratios(mine: list[float], theirs: list[float]) -> list[float]:
-    """Each round's candidate latency over the unpruned one timed beside it."""
-    return [m / t for m, t in zip(mine, theirs, strict=True)]
-
-
-def settled_below(ratios: list[float], target: float) -> bool:
-    """Whether at least AGREEING of the rounds' ratios lie at or below ``target``: the same rule that ends the
-    rounds, so a candidate whose rounds agreed is not called noisy for one outlier round among them."""
-    return sum(r <= target for r in ratios) >= AGREEING * len(ratios)
-
-
-def paired_speedup(mine: list[float], theirs: list[float]) -> float:
-    """The median of the rounds' candidate/unpruned ratios. Each round's two timings ran back to back, so a
-    machine's slow spell (a shared VM's neighbour, a throttled clock) stretches both: the ratio of a pair cancels
-    it, where the ratio of two fastest rounds taken minutes apart would not."""
-    return statistics.median(round_ratios(mine, theirs))
-
-
-def speedup_range(mine: list[float], theirs: list[float]) -> list[float]:
-    """The lowest and highest of the rounds' candidate/unpruned ratios: how far one pairing can be trusted on
-    this device (on a shared VM whose speed changed 2x within seconds, one candidate's median pairing was 0.80x
-    where its fastest round over the unpruned one's fastest was 0.63x)."""
-    ratios = round_ratios(mine, theirs)
-    return [round(min(ratios), 4), round(max(ratios), 4)]
 
 
 def structure(module: torch.nn.Module) -> list[list[int]]:

@@ -1,7 +1,7 @@
 """The pruning section's warnings: a shipped artifact slower than unpruned, a missed target, a noisy choice."""
 
+from edgeopt.core.paired_timing import settled_below, speedup_range
 from edgeopt.report.pruning import prune_lines, pruning_warnings
-from edgeopt.stages.prune_latency import settled_below, speedup_range
 
 
 def _latency(rounds: list[float] | None) -> dict:
@@ -48,3 +48,25 @@ def test_the_search_table_shows_each_candidates_range():
     text = "\n".join(prune_lines(report, [_row(1.5)]))
     assert "| 0.400 | 500.0 | 1.50 | 0.72 | 0.63-0.80 |" in text and "| 0.000 | 1000.0 | 2.00 | 1.00 | - |" in text
     assert "- **timings on local varied between rounds" in text
+
+
+def _twin_row(target: str, ms: float, x: float) -> dict:
+    return {"target": target, "precision": "int8", "device": "pi5", "threads": 4, "latency_ms_median": ms,
+            "unpruned_latency_ms": ms / x, "x_unpruned": x, "x_unpruned_range": [x - 0.05, x + 0.05]}
+
+
+def test_every_pruned_row_timed_beside_its_twin_is_shown_and_a_slower_one_said_without_a_latency_target():
+    """A fixed-ratio run (no latency target): rows timed beside their unpruned twins fill the table; the one
+    slower than its twin is warned about, whatever the target."""
+    report = {"ratio": 0.3, "importance": "l2", "allocation": "uniform", "round_to": 8, "macs_reduction": 0.3,
+              "recovery": {"mode": "none", "epochs": 0}}
+    for key in ("before", "after_prune", "after_recovery"):
+        report[key] = {"macs": 1e9, "params": 1e6, "map50_95": 0.5, "latency_ms_torch_1thread": 3.0}
+    rows = [_twin_row("ncnn", 8.0, 0.8), _twin_row("openvino", 10.6, 1.06), _row(1.5)]
+    warnings = pruning_warnings(report, rows)
+    assert len(warnings) == 1 and warnings[0] == ("pruned openvino int8 on pi5 (4 thread(s)) is slower than its "
+                                                  "unpruned twin timed beside it: 10.60 ms against 10.00 ms (1.06x)")
+    text = "\n".join(prune_lines(report, rows))
+    assert "| ncnn | int8 | pi5 | 4 | 8.00 | 10.00 | 0.80 | 0.75-0.85 |" in text
+    assert "| onnxruntime |" not in text  # a row not timed beside a twin is not in that table
+    assert f"- **{warnings[0]}**" in text

@@ -9,8 +9,8 @@ from edgeopt.config.load import load_config
 from edgeopt.config.schema import PruneConfig
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline import run_pipeline
-from edgeopt.stages.prune_latency import (COARSEST, HIGHEST, MAX_ROUNDS, ROUNDS, multiple_by_measurement,
-                                          paired_speedup, search_ratio, settled_below, time_beside, timing_window)
+from edgeopt.core.paired_timing import MAX_ROUNDS, ROUNDS, settled_below
+from edgeopt.stages.prune_latency import COARSEST, HIGHEST, multiple_by_measurement, search_ratio
 from helpers import write_config
 
 
@@ -22,38 +22,6 @@ def _measure_as(latency_of):
         return {"latency_ms": latency_of(ratio), "macs": int(1e9 * (1 - ratio) ** 2)}
 
     return measure, calls
-
-
-def test_a_slow_spell_that_stretches_a_round_does_not_move_the_speedup():
-    """Rounds are paired: the machine slowed the third round by half, both timings alike; the fastest-over-fastest
-    of rounds minutes apart would have mixed the spells, the median pair's ratio does not."""
-    theirs = [2.0, 2.0, 3.0, 2.1, 2.0]
-    mine = [1.5, 1.5, 2.25, 1.575, 1.5]
-    assert paired_speedup(mine, theirs) == pytest.approx(0.75)
-    assert paired_speedup([1.5, 1.5, 0.5, 1.5, 9.0], theirs) == pytest.approx(0.75)  # an outlier round either way
-
-
-def _bench_with_ratios(ratios):
-    """A bench timing the unpruned bundle at 2 ms and the candidate at the next of ``ratios`` times that."""
-    pending = iter(ratios)
-    return lambda path: 2.0 if path.name == "unpruned" else 2.0 * next(pending)
-
-
-def test_rounds_are_added_only_while_they_disagree_on_the_side_of_the_aim(tmp_path):
-    unpruned, bundle = tmp_path / "unpruned", tmp_path / "bundle"
-    clear = _bench_with_ratios([0.6, 0.65, 0.8, 0.62, 0.6] + [0.6] * 20)  # 4 of 5 below the aim
-    assert len(time_beside(clear, bundle, unpruned, aim=0.735)[0]) == ROUNDS
-    noisy = _bench_with_ratios([0.5, 1.1, 0.7, 0.9, 0.72] + [0.6] * 20)  # 3 of 5: more rounds, until 3/4 agree
-    mine, theirs = time_beside(noisy, bundle, unpruned, aim=0.735)
-    assert len(mine) == 8 and paired_speedup(mine, theirs) <= 0.735
-    coin = _bench_with_ratios([0.5, 1.1] * 20)  # never settles: capped
-    assert len(time_beside(coin, bundle, unpruned, aim=0.735)[0]) == MAX_ROUNDS
-    assert len(time_beside(_bench_with_ratios([0.5, 1.1] * 20), bundle, unpruned)[0]) == ROUNDS  # no aim: no more
-
-
-def test_a_fast_artifact_is_timed_long_enough_and_a_slow_one_at_least_runs_times():
-    assert timing_window(2.0, 30) == (100, 250)  # 0.2 s of warm-up, 0.5 s of timed calls
-    assert timing_window(200.0, 30) == (10, 30)
 
 
 def test_the_search_aims_the_margin_below_the_target():
