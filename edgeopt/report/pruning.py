@@ -52,8 +52,8 @@ def shipped_against_unpruned(report: dict[str, Any], records: list[dict[str, Any
     latency = report.get("latency")
     if not latency:
         return []
-    return [{**r, "speedup": against_unpruned(report, r)} for r in records
-            if _latency_artifact(latency, r) and against_unpruned(report, r) is not None]
+    rows = [{**r, "speedup": against_unpruned(report, r)} for r in records if _latency_artifact(latency, r)]
+    return [r for r in rows if r["speedup"] is not None]
 
 
 def _range(pair: list[float] | None) -> str:

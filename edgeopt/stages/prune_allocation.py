@@ -26,7 +26,7 @@ from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.models.pruning import output_distortion, prunable_blocks
-from edgeopt.stages.prune_latency import HIGHEST, CandidateLatency, depth_baseline
+from edgeopt.stages.prune_latency import HIGHEST, CandidateLatency, depth_baseline, depth_only
 
 PROBE_RATIO = 0.5  # each block is measured pruned this much: enough time saved to stand out of timing noise
 DISTORTION_IMAGES = 16  # calibration images the output distortion is measured on
@@ -91,8 +91,8 @@ def measure_allocation(measure: CandidateLatency, round_to: int, log: Any = prin
     images = ctx.calib.images[:DISTORTION_IMAGES]
     reference, base_speedup = source.module, 1.0
     if cfg.drop_blocks:  # weighed against the model with its blocks dropped: that cut's time and distortion are
-        reference = measure.prune(0.0, round_to, dict(cfg.overrides))  # not the channel blocks' own
-        base_speedup = depth_baseline(measure, round_to)["speedup"]
+        reference = depth_only(measure, round_to)  # not the channel blocks' own
+        base_speedup = depth_baseline(measure, round_to, reference)["speedup"]
     table = []
     for i, block in enumerate(blocks):
         # the configured overrides still win: a layer the user keeps stays kept in the probe too

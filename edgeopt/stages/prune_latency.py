@@ -264,15 +264,24 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
             "table": table}
 
 
-def depth_baseline(measure: CandidateLatency, round_to: int) -> dict[str, Any] | None:
-    """The measurement of the model with its prune.drop_blocks dropped and no channel cut of its own (None when
-    no block is dropped): what channel cuts are weighed against, so the dropped blocks' time and MACs are not
-    credited to each of them."""
-    cfg = measure.cfg
-    if not cfg.drop_blocks:
+def depth_only(measure: CandidateLatency, round_to: int) -> torch.nn.Module | None:
+    """The model with its prune.drop_blocks dropped and no channel cut of its own beyond prune.overrides (None
+    when no block is dropped)."""
+    if not measure.cfg.drop_blocks:
         return None
-    label = "with the dropped blocks only" + (" (and prune.overrides)" if cfg.overrides else "")
-    return measure.timed(measure.prune(0.0, round_to, dict(cfg.overrides)), label)
+    return measure.prune(0.0, round_to, dict(measure.cfg.overrides))
+
+
+def depth_baseline(measure: CandidateLatency, round_to: int,
+                   model: torch.nn.Module | None = None) -> dict[str, Any] | None:
+    """The measurement of :func:`depth_only`'s model (``model``, when already made; None when no block is
+    dropped): what channel cuts are weighed against, so the dropped blocks' time and MACs are not credited to
+    each of them."""
+    model = model if model is not None else depth_only(measure, round_to)
+    if model is None:
+        return None
+    label = "with the dropped blocks only" + (" (and prune.overrides)" if measure.cfg.overrides else "")
+    return measure.timed(model, label)
 
 
 def multiple_by_measurement(measure: CandidateLatency, ratio: float,
