@@ -239,3 +239,19 @@ def test_dropping_blocks_without_calibration_or_more_than_the_model_has_is_a_cle
     assert_clean_failure(proc, "prune.drop_blocks 99:", "has 10 residual block(s)",
                           "set prune.drop_blocks to at most 10")
     assert not list((tmp_path / "run").glob("**/prune.json"))  # refused before any pruning
+
+
+def test_a_latency_target_in_milliseconds_given_twice_or_already_met_is_a_clean_error(tmp_path):
+    """prune.target_latency_ms beside target_speedup fails at validation; one the unpruned artifact already meets
+    stops after measuring it, naming its latency, before any pruning."""
+    stages = ["calibrate", "quantize", "prune", "export"]
+    cfg = _edit(write_config(tmp_path), lambda c: c.update(
+        stages=stages, prune={"target_speedup": 0.8, "target_latency_ms": 5}))
+    assert_clean_failure(edgeopt("validate", str(cfg)), "not target_speedup and target_latency_ms")
+    cfg = _edit(write_config(tmp_path), lambda c: c.update(
+        stages=stages, model={"source": "reference", "input_size": 96},
+        targets=[{"name": "onnxruntime", "precisions": ["int8"]}],
+        prune={"target_latency_ms": 100000, "recovery": {"mode": "none"}, "latency": {"runs": 5}}))
+    assert_clean_failure(edgeopt("run", str(cfg)), "prune.target_latency_ms 100000: the unpruned onnxruntime int8 "
+                         "artifact already runs in", "lower prune.target_latency_ms")
+    assert not list((tmp_path / "run").glob("**/prune.json"))
