@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROUNDS = 5  # alternations of unpruned and candidate timings per pair (the median round's ratio is used)
 MAX_ROUNDS = 15  # while the rounds disagree on which side of an aim a pair lies, up to this many
+PRECISE_ROUNDS = 25  # while a precise measurement's median ratio is not known within its tolerance, up to this many
 AGREEING = 0.75  # the share of rounds on the median's side of the aim that settles a candidate
 WARMUP_S = 0.2  # seconds of warm-up before each timing: one runtime ran the first ~50 calls of a 2 ms model 15% slower
 ROUND_S = 0.5  # seconds per timing, at least: 10 calls of a 2 ms model time mostly warm-up and jitter
@@ -26,17 +27,29 @@ def timing_window(latency_ms: float, runs: int) -> tuple[int, int]:
     return max(10, math.ceil(WARMUP_S * 1000 / latency_ms)), max(runs, math.ceil(ROUND_S * 1000 / latency_ms))
 
 
-def time_beside(bench: Callable[[Path], float], bundle: Path, unpruned: Path,
-                aim: float | None = None) -> tuple[list[float], list[float]]:
-    """Median latencies of ``bundle`` and ``unpruned``, timed in alternation by ``bench`` for ROUNDS rounds, and
-    with an ``aim`` (a ratio) more rounds (up to MAX_ROUNDS) while they leave the side of it ``bundle`` lies on
-    open."""
+def time_beside(bench: Callable[[Path], float], bundle: Path, unpruned: Path, aim: float | None = None,
+                tolerance: float | None = None) -> tuple[list[float], list[float]]:
+    """Median latencies of ``bundle`` and ``unpruned``, timed in alternation by ``bench`` for ROUNDS rounds; with
+    an ``aim`` (a ratio) more rounds (up to MAX_ROUNDS) while they leave the side of it ``bundle`` lies on open;
+    with a ``tolerance`` (a ratio) more rounds (up to PRECISE_ROUNDS) while the median round's ratio is not known
+    within it (:func:`median_uncertainty`)."""
     mine: list[float] = []
     theirs: list[float] = []
-    while len(mine) < ROUNDS or (aim is not None and len(mine) < MAX_ROUNDS and undecided(mine, theirs, aim)):
+    while (len(mine) < ROUNDS
+           or (aim is not None and len(mine) < MAX_ROUNDS and undecided(mine, theirs, aim))
+           or (tolerance is not None and len(mine) < PRECISE_ROUNDS
+               and median_uncertainty(mine, theirs) > tolerance)):
         theirs.append(bench(unpruned))
         mine.append(bench(bundle))
     return mine, theirs
+
+
+def median_uncertainty(mine: list[float], theirs: list[float]) -> float:
+    """Half the width of a ~95% confidence interval of the rounds' median ratio: 1.58 x their interquartile range
+    / sqrt(rounds) (the notch of a box plot; McGill, Tukey and Larsen 1978). Robust to the odd slow round, unlike
+    a standard deviation."""
+    q1, _, q3 = statistics.quantiles(round_ratios(mine, theirs), n=4)
+    return 1.58 * (q3 - q1) / math.sqrt(len(mine))
 
 
 def undecided(mine: list[float], theirs: list[float], aim: float) -> bool:

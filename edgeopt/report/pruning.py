@@ -69,9 +69,8 @@ def pruning_warnings(report: dict[str, Any] | None, records: list[dict[str, Any]
         return []
     latency, lines = report.get("latency"), []
     if latency and latency.get("settled") is False:
-        chosen = next((t for t in latency["table"] if t["ratio"] == latency["ratio"]), {})
-        low, high = chosen["speedup_range"]
-        lines.append(f"timings on {latency['device']} varied between rounds: the chosen ratio's {chosen['rounds']} "
+        low, high = latency["speedup_range"]
+        lines.append(f"timings on {latency['device']} varied between rounds: the chosen ratio's {latency['rounds']} "
                      f"pairings ranged {low:.2f}-{high:.2f}x of unpruned, too few of them at or below "
                      f"{latency_target(latency)}, so the choice is within the device's "
                      "timing noise (raise prune.latency.runs, or measure on a quieter device)")
@@ -134,7 +133,7 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
                       + f": {latency['unpruned_ms']:.2f} ms unpruned, "
                       f"{latency['pruned_ms']:.2f} ms at ratio {latency['ratio']:.3f} ({latency['speedup']:.2f}x).",
                   "", "| ratio | MACs (M) | median ms | x unpruned | rounds' range |", "|---|---|---|---|---|"]
-        lines += [f"| {t['ratio']:.3f} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} | "
+        lines += [f"| {t['ratio']:.3f}{' (blocks dropped only)' if t.get('depth_only') else ''} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} | "
                   f"{_range(t.get('speedup_range'))} |" for t in latency["table"]]
         lines += _allocation_lines(report.get("allocation_measured"))
         shipped = shipped_against_unpruned(report, records)

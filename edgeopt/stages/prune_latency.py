@@ -38,6 +38,9 @@ HIGHEST = 0.9
 MULTIPLES = (8, 16, 32, 64)  # channel multiples prune.round_to: auto measures
 TIE = 0.03  # a larger multiple is chosen only when it saves at least this much more per MAC (timing noise)
 COARSEST = 0.8  # a multiple must remove at least this share of the MACs the finest one removes at the ratio
+# a measurement whose figure is compared with others' (an allocation probe's time saved, a channel multiple's, the
+# dropped blocks' baseline they are counted from) is timed until its median ratio is known within this
+TOLERANCE = 0.02
 
 
 @dataclass
@@ -77,17 +80,26 @@ def aimed_at(target_speedup: float, margin: float) -> float:
 
 def search_ratio(measure: Callable[[float], dict[str, Any]], target_speedup: float, margin: float = 0.0,
                  steps: int = STEPS, highest: float = HIGHEST,
-                 target_name: str | None = None) -> tuple[float, list[dict[str, Any]]]:
+                 target_name: str | None = None,
+                 start: dict[str, Any] | None = None) -> tuple[float, list[dict[str, Any]]]:
     """The smallest ratio (to the bisection's resolution) whose measured latency is at most ``target_speedup``
     times the unpruned one's, less the ``margin`` fraction, and every measurement made (``measure(ratio)``
     returns ``latency_ms``, ``macs`` and, for a pruned ratio, ``speedup`` if it timed the unpruned artifact
     beside it).
+
+    ``start``: the measurement of the model at ratio 0 when that is not the unpruned one (prune.drop_blocks
+    dropped blocks first). When it already meets the target no channel is cut: ratio 0, and the table's row for
+    it (after the unpruned one) is marked ``depth_only``.
 
     Raises ConfigError, with the measurements, when even ``highest`` misses the target (``target_name``: how the
     message names it, default ``prune.target_speedup <target_speedup>``)."""
     aim = aimed_at(target_speedup, margin)
     base = measure(0.0)
     table = [{"ratio": 0.0, **base, "speedup": 1.0}]
+    if start is not None:
+        speedup = start.get("speedup", start["latency_ms"] / base["latency_ms"])
+        if speedup <= aim:  # bisecting on would still cut channels, at its smallest step, for nothing
+            return 0.0, [*table, {**start, "ratio": 0.0, "speedup": round(speedup, 4), "depth_only": True}]
     lo, hi, best = 0.0, highest, None
     for _ in range(steps):
         mid = round((lo + hi) / 2, 4)
@@ -124,7 +136,8 @@ def structure(module: torch.nn.Module) -> list[list[int]]:
 
 
 def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, student: torch.nn.Module | None,
-                      out: Path, unpruned: Path | None, aim: float | None = None) -> dict[str, Any]:
+                      out: Path, unpruned: Path | None, aim: float | None = None,
+                      tolerance: float | None = None) -> dict[str, Any]:
     """Export ``student`` (``source`` pruned; None: the model as it is) as ``artifact`` in ``out`` and time it on
     the artifact's device: ``latency_ms`` (the fastest round's median), ``macs``, and for a pruned candidate
     ``speedup``: its latency over the ``unpruned`` bundle's, the two timed in alternation (see
@@ -132,7 +145,8 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, stu
     timed slows both alike.
     Every timing lasts long enough for the artifact's size (:func:`timing_window`). The unpruned bundle is kept
     (in its own entry) to be timed beside every candidate; a candidate's bundle only serves its measurement.
-    ``aim``: the search's, so that rounds are added while they leave the candidate's side of it open."""
+    ``aim``: the search's, so that rounds are added while they leave the candidate's side of it open;
+    ``tolerance``: rounds are added while the median ratio is not known within it."""
     bundle = out / "bundle"
     bundle.mkdir()
     if student is None:
@@ -151,7 +165,7 @@ def measure_candidate(ctx: Any, artifact: LatencyArtifact, source: Detector, stu
     else:
         window = timing_window(json.loads((unpruned.parent / "latency.json").read_text())["latency_ms"],
                                artifact.runs)
-        mine, theirs = time_beside(lambda path: bench(path, window), bundle, unpruned, aim)
+        mine, theirs = time_beside(lambda path: bench(path, window), bundle, unpruned, aim, tolerance)
     # the fastest round as the latency: another job on the device only ever adds time, to whichever round it hit
     figures = {"latency_ms": round(min(mine), 4), "macs": count(detector.module, detector.input_size)[0]}
     if unpruned is not None:
@@ -188,14 +202,16 @@ class CandidateLatency:
             self.ctx, self.artifact, self.source, None, d, None))
         return path / "bundle"
 
-    def __call__(self, ratio: float, round_to: int, aim: float | None = None) -> dict[str, Any]:
+    def __call__(self, ratio: float, round_to: int, aim: float | None = None,
+                 tolerance: float | None = None) -> dict[str, Any]:
         """``latency_ms``, ``macs`` and (pruned) ``unpruned_ms`` and ``speedup`` of the candidate pruned at
         ``ratio`` with channel counts in multiples of ``round_to`` (see :func:`measure_candidate`); ``aim``: the
-        search's, timed for more rounds while they leave the candidate's side of it open."""
+        search's, timed for more rounds while they leave the candidate's side of it open; ``tolerance``: timed
+        for more rounds while the median ratio is not known within it."""
         if ratio == 0.0:
             return self.timed(None, "unpruned")
         return self.timed(self.prune(ratio, round_to),
-                          f"at pruning ratio {ratio:.3f} (channels in multiples of {round_to})", aim)
+                          f"at pruning ratio {ratio:.3f} (channels in multiples of {round_to})", aim, tolerance)
 
     def overrides(self, ratio: float) -> dict[str, float]:
         """The per-layer ratios the candidate at ``ratio`` is pruned with: the allocation's, if any, then the
@@ -211,7 +227,8 @@ class CandidateLatency:
         return prune_once(self.source.module, cfg, ratio, round_to, self.source.input_size, calib,
                           self.source.pruning)
 
-    def timed(self, student: torch.nn.Module | None, label: str, aim: float | None = None) -> dict[str, Any]:
+    def timed(self, student: torch.nn.Module | None, label: str, aim: float | None = None,
+              tolerance: float | None = None) -> dict[str, Any]:
         """The measurement of ``student`` (None: the unpruned model), from the cache or made now."""
         if student is None:
             path = self.unpruned_bundle().parent
@@ -219,7 +236,7 @@ class CandidateLatency:
             unpruned = self.unpruned_bundle()
             key = stable_hash("prune-latency", structure(student), *self.key)
             path = self.ctx.cache.build("prune-latency", key, lambda d: measure_candidate(
-                self.ctx, self.artifact, self.source, student, d, unpruned, aim))
+                self.ctx, self.artifact, self.source, student, d, unpruned, aim, tolerance))
         figures = json.loads((path / "latency.json").read_text())
         a = self.artifact
         paired = (f", {figures['speedup']:.3f}x the unpruned ({figures['rounds']} rounds, "
@@ -254,13 +271,17 @@ def ratio_for_speedup(measure: CandidateLatency, round_to: int) -> dict[str, Any
     aim = aimed_at(target, margin)
     in_ms = measure.cfg.target_latency_ms
     ratio, table = search_ratio(lambda r: measure(r, round_to, aim), target, margin, target_name=(
-        f"prune.target_latency_ms {in_ms:g} ({target:g}x of the unpruned artifact)" if in_ms else None))
-    chosen = next(r for r in table if r["ratio"] == ratio)
+        f"prune.target_latency_ms {in_ms:g} ({target:g}x of the unpruned artifact)" if in_ms else None),
+        start=depth_baseline(measure, round_to))
+    chosen = [r for r in table if r["ratio"] == ratio][-1]  # at ratio 0: the depth-only model, after the unpruned
+    if chosen.get("depth_only"):
+        measure.log("the dropped blocks alone meet the target: no channel is cut")
     rounds = chosen.get("round_speedups")  # none for the unpruned model, nor in a measurement cached before them
     return {**measure.artifact.describe(), "target_speedup": target, "target_latency_ms": in_ms, "aimed_at": aim,
             "ratio": ratio,
             "unpruned_ms": table[0]["latency_ms"], "pruned_ms": chosen["latency_ms"],
-            "speedup": chosen["speedup"], "settled": None if rounds is None else settled_below(rounds, target),
+            "speedup": chosen["speedup"], "speedup_range": chosen.get("speedup_range"), "rounds": chosen.get("rounds"),
+            "settled": None if rounds is None else settled_below(rounds, target),
             "table": table}
 
 
@@ -281,7 +302,7 @@ def depth_baseline(measure: CandidateLatency, round_to: int,
     if model is None:
         return None
     label = "with the dropped blocks only" + (" (and prune.overrides)" if measure.cfg.overrides else "")
-    return measure.timed(model, label)
+    return measure.timed(model, label, tolerance=TOLERANCE)
 
 
 def multiple_by_measurement(measure: CandidateLatency, ratio: float,
@@ -297,7 +318,7 @@ def multiple_by_measurement(measure: CandidateLatency, ratio: float,
     prune.drop_blocks, what each multiple removes and saves is counted from the model with the blocks dropped."""
     unpruned = measure(0.0, multiples[0])
     base = depth_baseline(measure, multiples[0]) or {**unpruned, "speedup": 1.0}
-    table = [{"round_to": m, **measure(ratio, m)} for m in multiples]
+    table = [{"round_to": m, **measure(ratio, m, tolerance=TOLERANCE)} for m in multiples]
     for row in table:  # latency as timed beside the unpruned artifact, in the unpruned measurement's scale
         removed = (base["macs"] - row["macs"]) / 1e9
         saved = (base["speedup"] - row["speedup"]) * unpruned["latency_ms"]

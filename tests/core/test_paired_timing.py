@@ -2,7 +2,8 @@
 
 import pytest
 
-from edgeopt.core.paired_timing import MAX_ROUNDS, ROUNDS, paired_speedup, settled_below, time_beside, timing_window
+from edgeopt.core.paired_timing import (MAX_ROUNDS, PRECISE_ROUNDS, ROUNDS, median_uncertainty, paired_speedup,
+                                        settled_below, time_beside, timing_window)
 
 
 def test_a_slow_spell_that_stretches_a_round_does_not_move_the_speedup():
@@ -30,6 +31,20 @@ def test_rounds_are_added_only_while_they_disagree_on_the_side_of_the_aim(tmp_pa
     coin = _bench_with_ratios([0.5, 1.1] * 20)  # never settles: capped
     assert len(time_beside(coin, bundle, unpruned, aim=0.735)[0]) == MAX_ROUNDS
     assert len(time_beside(_bench_with_ratios([0.5, 1.1] * 20), bundle, unpruned)[0]) == ROUNDS  # no aim: no more
+
+
+def test_a_precise_measurement_adds_rounds_until_its_median_is_known_within_the_tolerance(tmp_path):
+    """An allocation probe's time saved is a few percent: five rounds spread 0.74-1.0 on a shared VM decide
+    nothing, so rounds are added while the median's confidence interval is wider than the tolerance."""
+    unpruned, bundle = tmp_path / "unpruned", tmp_path / "bundle"
+    steady = _bench_with_ratios([0.80, 0.81, 0.80, 0.79, 0.80] + [0.8] * 30)
+    assert len(time_beside(steady, bundle, unpruned, tolerance=0.02)[0]) == ROUNDS
+    spread = [0.74, 0.95, 0.80, 1.0, 0.78]
+    assert median_uncertainty([2 * r for r in spread], [2.0] * 5) > 0.02
+    mine, theirs = time_beside(_bench_with_ratios(spread + [0.8] * 30), bundle, unpruned, tolerance=0.02)
+    assert ROUNDS < len(mine) < PRECISE_ROUNDS and median_uncertainty(mine, theirs) <= 0.02
+    never = _bench_with_ratios([0.6, 1.0] * 30)  # never settles: capped
+    assert len(time_beside(never, bundle, unpruned, tolerance=0.02)[0]) == PRECISE_ROUNDS
 
 
 def test_a_fast_artifact_is_timed_long_enough_and_a_slow_one_at_least_runs_times():

@@ -12,6 +12,7 @@ def _latency(rounds: list[float] | None) -> dict:
         chosen.update(speedup_range=[min(rounds), max(rounds)], rounds=len(rounds), round_speedups=rounds)
     return {"target": "onnxruntime", "precision": "int8", "device": "local", "threads": 1, "target_speedup": 0.75,
             "aimed_at": 0.735, "ratio": 0.4, "unpruned_ms": 2.0, "pruned_ms": 1.5, "speedup": 0.72,
+            "speedup_range": chosen.get("speedup_range"), "rounds": chosen.get("rounds"),
             "settled": None if rounds is None else settled_below(rounds, 0.75),
             "table": [{"ratio": 0.0, "macs": 1e9, "latency_ms": 2.0, "speedup": 1.0}, chosen]}
 

@@ -10,7 +10,7 @@ from edgeopt.config.schema import PruneConfig
 from edgeopt.errors import ConfigError
 from edgeopt.pipeline import run_pipeline
 from edgeopt.core.paired_timing import MAX_ROUNDS, ROUNDS, settled_below
-from edgeopt.stages.prune_latency import COARSEST, HIGHEST, multiple_by_measurement, search_ratio
+from edgeopt.stages.prune_latency import COARSEST, HIGHEST, TOLERANCE, multiple_by_measurement, search_ratio
 from helpers import write_config
 
 
@@ -51,6 +51,18 @@ def test_a_target_no_ratio_meets_is_refused_with_the_measurements():
         search_ratio(measure, 0.5)
 
 
+def test_dropped_blocks_that_meet_the_target_alone_leave_every_channel():
+    """The bisection's smallest step would still cut ~1.4% of the channels (and need recovery) for nothing."""
+    measure, calls = _measure_as(lambda r: 10.0 * (1 - r))
+    depth_only = {"latency_ms": 7.0, "macs": int(0.6e9), "speedup": 0.7}
+    ratio, table = search_ratio(measure, 0.75, start=depth_only)
+    assert ratio == 0.0 and calls == [0.0]
+    assert [t.get("depth_only", False) for t in table] == [False, True] and table[1]["speedup"] == 0.7
+    # not fast enough alone: the channel search runs as before
+    ratio, table = search_ratio(measure, 0.6, start=depth_only)
+    assert ratio > 0 and len(calls) == 8 and not any(t.get("depth_only") for t in table)
+
+
 class _Multiples:
     """A runtime with a fixed cost of 1 ms plus 10 ms per GMAC, where multiple 64 prunes nothing at ratio 0.3,
     32 prunes less than 8 does, and 16 runs 20% faster than its MACs say."""
@@ -59,7 +71,8 @@ class _Multiples:
         self.artifact = type("A", (), {"describe": lambda self: {"target": "t"}})()
         self.cfg = PruneConfig()
 
-    def __call__(self, ratio, round_to):
+    def __call__(self, ratio, round_to, tolerance=None):
+        assert ratio == 0.0 or tolerance == TOLERANCE  # multiples are compared: timed to a known precision
         macs = {0.0: 1e9}.get(ratio) or {8: 0.5e9, 16: 0.5e9, 32: 0.65e9, 64: 1e9}[round_to]
         ms = 1.0 + 10.0 * macs / 1e9 * ({16: 0.8, 32: 0.5}.get(round_to, 1.0) if ratio else 1.0)
         return {"latency_ms": ms, "macs": int(macs), "speedup": ms / 11.0}
@@ -86,11 +99,11 @@ class _MultiplesAfterDroppedBlocks(_Multiples):
         assert ratio == 0.0 and overrides == {}
         return "dropped only"
 
-    def timed(self, student, label):
-        assert student == "dropped only" and "dropped blocks only" in label
+    def timed(self, student, label, tolerance=None):
+        assert student == "dropped only" and "dropped blocks only" in label and tolerance == TOLERANCE
         return {"latency_ms": 7.0, "macs": int(0.6e9), "speedup": 7.0 / 11.0}
 
-    def __call__(self, ratio, round_to):
+    def __call__(self, ratio, round_to, tolerance=None):
         if ratio == 0.0:
             return {"latency_ms": 11.0, "macs": int(1e9)}
         macs, ms = {8: (0.5e9, 6.0), 16: (0.5e9, 5.6), 32: (0.58e9, 6.9), 64: (0.6e9, 7.0)}[round_to]
