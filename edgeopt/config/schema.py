@@ -147,6 +147,10 @@ class LatencyConfig(Strict):
         "shared machine, so a ratio found just at the target may miss it when measured again"))
     blocks: int = Field(4, ge=1, le=32, description=(
         "With prune.allocation 'latency': consecutive blocks of about equal MACs, each measured pruned alone"))
+    tolerance: float = Field(0.02, gt=0.0, le=1.0, description=(
+        "Measurements compared with each other (allocation probes, round_to: auto's multiples, the model with "
+        "drop_blocks dropped) are timed for more rounds, up to 25, until their median ratio to the unpruned "
+        "artifact is known within this (a ~95% interval); 1: the 5 rounds of any measurement"))
 
 
 class PruneConfig(Strict):

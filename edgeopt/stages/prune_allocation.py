@@ -26,7 +26,7 @@ from typing import Any
 
 from edgeopt.errors import ConfigError
 from edgeopt.models.pruning import output_distortion, prunable_blocks
-from edgeopt.stages.prune_latency import HIGHEST, TOLERANCE, CandidateLatency, depth_baseline, depth_only
+from edgeopt.stages.prune_latency import HIGHEST, CandidateLatency, depth_baseline, depth_only
 
 PROBE_RATIO = 0.5  # each block is measured pruned this much: enough time saved to stand out of timing noise
 DISTORTION_IMAGES = 16  # calibration images the output distortion is measured on
@@ -98,7 +98,7 @@ def measure_allocation(measure: CandidateLatency, round_to: int, log: Any = prin
         # the configured overrides still win: a layer the user keeps stays kept in the probe too
         student = measure.prune(0.0, round_to, {**dict.fromkeys(block, PROBE_RATIO), **cfg.overrides})
         label = f"block {i + 1}/{len(blocks)} ({block[0]} .. {block[-1]}) pruned at {PROBE_RATIO}"
-        figures = measure.timed(student, label, tolerance=TOLERANCE)
+        figures = measure.timed(student, label, tolerance=cfg.latency.tolerance)  # blocks are compared
         table.append({"first": block[0], "last": block[-1], "convolutions": len(block), "macs": figures["macs"],
                       "speedup": figures["speedup"], "saved": round(1 - figures["speedup"] / base_speedup, 4),
                       "distortion": float(f"{output_distortion(reference, student, images):.4g}")})

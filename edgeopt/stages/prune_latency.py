@@ -38,9 +38,6 @@ HIGHEST = 0.9
 MULTIPLES = (8, 16, 32, 64)  # channel multiples prune.round_to: auto measures
 TIE = 0.03  # a larger multiple is chosen only when it saves at least this much more per MAC (timing noise)
 COARSEST = 0.8  # a multiple must remove at least this share of the MACs the finest one removes at the ratio
-# a measurement whose figure is compared with others' (an allocation probe's time saved, a channel multiple's, the
-# dropped blocks' baseline they are counted from) is timed until its median ratio is known within this
-TOLERANCE = 0.02
 
 
 @dataclass
@@ -302,7 +299,8 @@ def depth_baseline(measure: CandidateLatency, round_to: int,
     if model is None:
         return None
     label = "with the dropped blocks only" + (" (and prune.overrides)" if measure.cfg.overrides else "")
-    return measure.timed(model, label, tolerance=TOLERANCE)
+    # compared with what each channel cut saves beyond it: timed to prune.latency.tolerance
+    return measure.timed(model, label, tolerance=measure.cfg.latency.tolerance)
 
 
 def multiple_by_measurement(measure: CandidateLatency, ratio: float,
@@ -318,7 +316,8 @@ def multiple_by_measurement(measure: CandidateLatency, ratio: float,
     prune.drop_blocks, what each multiple removes and saves is counted from the model with the blocks dropped."""
     unpruned = measure(0.0, multiples[0])
     base = depth_baseline(measure, multiples[0]) or {**unpruned, "speedup": 1.0}
-    table = [{"round_to": m, **measure(ratio, m, tolerance=TOLERANCE)} for m in multiples]
+    tolerance = measure.cfg.latency.tolerance  # the multiples are compared with each other: timed precisely
+    table = [{"round_to": m, **measure(ratio, m, tolerance=tolerance)} for m in multiples]
     for row in table:  # latency as timed beside the unpruned artifact, in the unpruned measurement's scale
         removed = (base["macs"] - row["macs"]) / 1e9
         saved = (base["speedup"] - row["speedup"]) * unpruned["latency_ms"]

@@ -64,7 +64,8 @@ def test_each_block_is_measured_on_the_runtime_and_the_shipped_model_is_the_meas
     cfg = write_config(tmp_path, model={"source": "reference", "input_size": 160},
                        stages=["calibrate", "quantize", "prune", "export"],
                        prune={"target_speedup": 0.85, "allocation": "latency", "drop_blocks": 1, "round_to": "auto",
-                              "latency": {"precision": "int8", "runs": 20, "blocks": 3},
+                              # compared measurements timed to +-0.1 here, not the default 0.02: test time
+                              "latency": {"precision": "int8", "runs": 20, "blocks": 3, "tolerance": 0.1},
                               "recovery": {"mode": "none"}})
     result = run_pipeline(load_config(cfg))
     report = result.run_info["prune"]
