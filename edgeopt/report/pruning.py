@@ -133,8 +133,9 @@ def prune_lines(report: dict[str, Any] | None, records: list[dict[str, Any]]) ->
                       + f": {latency['unpruned_ms']:.2f} ms unpruned, "
                       f"{latency['pruned_ms']:.2f} ms at ratio {latency['ratio']:.3f} ({latency['speedup']:.2f}x).",
                   "", "| ratio | MACs (M) | median ms | x unpruned | rounds' range |", "|---|---|---|---|---|"]
-        lines += [f"| {t['ratio']:.3f}{' (blocks dropped only)' if t.get('depth_only') else ''} | {_m(t['macs'])} | {t['latency_ms']:.2f} | {t['speedup']:.2f} | "
-                  f"{_range(t.get('speedup_range'))} |" for t in latency["table"]]
+        lines += [f"| {t['ratio']:.3f}{' (blocks dropped only)' if t.get('depth_only') else ''} | {_m(t['macs'])} | "
+                  f"{t['latency_ms']:.2f} | {t['speedup']:.2f} | {_range(t.get('speedup_range'))} |"
+                  for t in latency["table"]]
         lines += _allocation_lines(report.get("allocation_measured"))
         shipped = shipped_against_unpruned(report, records)
         if shipped:

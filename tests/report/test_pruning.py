@@ -51,6 +51,21 @@ def test_the_search_table_shows_each_candidates_range():
     assert "- **timings on local varied between rounds" in text
 
 
+def test_a_choice_of_the_dropped_blocks_alone_is_named_and_its_noise_read_from_its_own_row():
+    """Ratio 0 chosen because the depth-only model met the target: two table rows at 0.000, the second named; a
+    noisy-choice warning quotes that measurement's rounds, not the unpruned row's (which has none)."""
+    latency = _latency([0.63, 0.80, 0.72, 0.78, 0.70])
+    depth_only = {**latency["table"][1], "ratio": 0.0, "depth_only": True}
+    latency.update(ratio=0.0, table=[latency["table"][0], depth_only])
+    report = {"ratio": 0.0, "importance": "l2", "allocation": "uniform", "round_to": 8, "macs_reduction": 0.5,
+              "recovery": {"mode": "none", "epochs": 0}, "latency": latency}
+    for key in ("before", "after_prune", "after_recovery"):
+        report[key] = {"macs": 1e9, "params": 1e6, "map50_95": 0.5, "latency_ms_torch_1thread": 3.0}
+    text = "\n".join(prune_lines(report, [_row(1.5)]))
+    assert "| 0.000 (blocks dropped only) | 500.0 | 1.50 | 0.72 | 0.63-0.80 |" in text
+    assert "the chosen ratio's 5 pairings ranged 0.63-0.80x" in text
+
+
 def _twin_row(target: str, ms: float, x: float) -> dict:
     return {"target": target, "precision": "int8", "device": "pi5", "threads": 4, "latency_ms_median": ms,
             "unpruned_latency_ms": ms / x, "x_unpruned": x, "x_unpruned_range": [x - 0.05, x + 0.05]}
